@@ -1,0 +1,35 @@
+# Finds every third-party dependency. A missing one stops the configure step with the name of
+# the Debian (bookworm) package that provides it.
+
+include_guard(GLOBAL)
+
+macro(cqrs_require found what package)
+  if(NOT ${found})
+    message(FATAL_ERROR
+      "cqrs: ${what} was not found. Install it with:\n"
+      "    apt-get install ${package}\n"
+      "(or run: bash .ci/install-deps)")
+  endif()
+endmacro()
+
+find_package(Threads REQUIRED)
+
+find_package(Protobuf 3.21 QUIET)
+cqrs_require(Protobuf_FOUND "protobuf >= 3.21 (library and protoc)" "libprotobuf-dev protobuf-compiler")
+if(NOT Protobuf_PROTOC_EXECUTABLE)
+  cqrs_require(FALSE "protoc" "protobuf-compiler")
+endif()
+
+find_package(absl CONFIG QUIET)
+cqrs_require(absl_FOUND "Abseil" "libabsl-dev")
+
+# Debian ships Boost 1.74 as libboost-dev; Asio's awaitable operators and Beast need 1.81.
+find_package(Boost 1.81 CONFIG QUIET)
+cqrs_require(Boost_FOUND "Boost 1.81 (Asio, Beast)" "libboost1.81-dev")
+
+if(CQRS_BUILD_TESTS)
+  find_package(GTest CONFIG QUIET)
+  cqrs_require(GTest_FOUND "GoogleTest" "libgtest-dev libgmock-dev")
+  find_package(benchmark CONFIG QUIET)
+  cqrs_require(benchmark_FOUND "Google Benchmark" "libbenchmark-dev")
+endif()
