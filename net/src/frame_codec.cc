@@ -60,8 +60,9 @@ std::span<std::byte> FrameDecoder::Prepare(std::size_t min_bytes) {
   std::size_t want = std::max<std::size_t>(min_bytes, 1);
   if (header_checked_) {
     // The header passed the limit check: growing to the rest of this frame is bounded by it.
-    const std::size_t rest = kFrameHeaderBytes + pending_length_ - buffered();
-    want = std::max(want, rest);
+    // (Bytes committed since the last Next may already hold more than the frame.)
+    const std::size_t frame = kFrameHeaderBytes + pending_length_;
+    if (buffered() < frame) want = std::max(want, frame - buffered());
   }
   Reserve(want);
   return {buffer_.get() + end_, capacity_ - end_};
@@ -118,19 +119,18 @@ DecodeResult FrameDecoder::Next(v1::Frame& frame) noexcept {
 absl::Status FrameDecoder::error() const {
   switch (last_error_) {
     case DecodeResult::kTooLarge:
-      return absl::ResourceExhaustedError(absl::StrCat("frame length ", last_error_length_,
-                                                       " exceeds max_frame_bytes=",
-                                                       limits_.max_frame_bytes));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("frame length ", last_error_length_,
+                       " exceeds max_frame_bytes=", limits_.max_frame_bytes));
     case DecodeResult::kEmpty:
       return absl::InvalidArgumentError(
           "zero-length frame: a frame must hold a non-empty cqrs.v1.Frame");
     case DecodeResult::kMalformed:
       return absl::InvalidArgumentError(
-          last_error_unknown_kind_
-              ? absl::StrCat("frame of ", last_error_length_,
-                             " bytes sets no known cqrs.v1.Frame kind")
-              : absl::StrCat("frame of ", last_error_length_,
-                             " bytes is not a valid cqrs.v1.Frame protobuf"));
+          last_error_unknown_kind_ ? absl::StrCat("frame of ", last_error_length_,
+                                                  " bytes sets no known cqrs.v1.Frame kind")
+                                   : absl::StrCat("frame of ", last_error_length_,
+                                                  " bytes is not a valid cqrs.v1.Frame protobuf"));
     case DecodeResult::kFrame:
     case DecodeResult::kNeedMore:
       break;
@@ -144,9 +144,8 @@ absl::Status FrameEncoder::Append(const v1::Frame& frame) {
   }
   const std::size_t body = frame.ByteSizeLong();
   if (body > limits_.max_frame_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("frame of ", body,
-                                                   " bytes exceeds max_frame_bytes=",
-                                                   limits_.max_frame_bytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "frame of ", body, " bytes exceeds max_frame_bytes=", limits_.max_frame_bytes));
   }
   const std::size_t needed = size_ + kFrameHeaderBytes + body;
   if (needed > capacity_) {

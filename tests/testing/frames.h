@@ -21,7 +21,8 @@ namespace cqrs::testing {
 
 v1::Frame HelloFrame(std::string client_name = "test-client");
 // A command frame whose payload packs `payload`.
-v1::Frame CommandFrame(std::string id, std::string subject, const google::protobuf::Message& payload);
+v1::Frame CommandFrame(std::string id, std::string subject,
+                       const google::protobuf::Message& payload);
 // One frame of every Frame kind, each with its fields filled.
 std::vector<v1::Frame> OneFrameOfEachKind();
 

@@ -21,10 +21,9 @@
 #define CQRS_INTERNAL_CONCAT_(a, b) a##b
 #define CQRS_INTERNAL_CONCAT(a, b) CQRS_INTERNAL_CONCAT_(a, b)
 
-#define CQRS_INTERNAL_RETURN_IF_ERROR(ret, expr)                  \
-  do {                                                            \
-    if (::absl::Status cqrs_status_ = (expr); !cqrs_status_.ok()) \
-      ret cqrs_status_;                                           \
+#define CQRS_INTERNAL_RETURN_IF_ERROR(ret, expr)                                    \
+  do {                                                                              \
+    if (::absl::Status cqrs_status_ = (expr); !cqrs_status_.ok()) ret cqrs_status_; \
   } while (false)
 
 #define CQRS_INTERNAL_ASSIGN_OR_RETURN(ret, tmp, lhs, expr) \

@@ -11,8 +11,8 @@
 //   for (;;) {
 //     auto result = decoder.Next(frame);
 //     if (result == DecodeResult::kNeedMore) break;
-//     if (result != DecodeResult::kFrame) { log(decoder.error()); if (decoder.failed()) close(); continue; }
-//     Handle(frame);
+//     if (result != DecodeResult::kFrame) { log(decoder.error()); if (decoder.failed()) close();
+//     continue; } Handle(frame);
 //   }
 //
 //   FrameEncoder encoder;                       // reusable buffer; many frames, one write
@@ -90,7 +90,8 @@ class FrameDecoder {
   std::size_t capacity_ = 0;
   std::size_t begin_ = 0;  // First unconsumed byte.
   std::size_t end_ = 0;    // One past the last received byte.
-  std::uint64_t pending_length_ = 0;  // Body length of the frame at begin_, once its header is checked.
+  std::uint64_t pending_length_ =
+      0;  // Body length of the frame at begin_, once its header is checked.
   bool header_checked_ = false;
   bool failed_ = false;
   DecodeResult last_error_ = DecodeResult::kFrame;
