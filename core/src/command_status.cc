@@ -3,6 +3,12 @@
 #include <string>
 
 namespace cqrs {
+namespace {
+
+constexpr absl::string_view kErrorCodePayload = "cqrs.v1.CommandError.error_code";
+constexpr absl::string_view kDeveloperMessagePayload = "cqrs.v1.CommandError.developer_message";
+
+}  // namespace
 
 using Envelope = v1::CommandResponseEnvelope;
 
@@ -59,10 +65,34 @@ std::string_view CommandStatusName(CommandStatus status) noexcept {
   return Envelope::Status_Name(status);
 }
 
+absl::Status WithErrorCode(absl::Status status, absl::string_view error_code,
+                           absl::string_view developer_message) {
+  if (status.ok()) return status;
+  if (!error_code.empty()) status.SetPayload(kErrorCodePayload, absl::Cord(error_code));
+  if (!developer_message.empty()) {
+    status.SetPayload(kDeveloperMessagePayload, absl::Cord(developer_message));
+  }
+  return status;
+}
+
+absl::Status Rejected(absl::string_view error_code, absl::string_view message,
+                      absl::string_view developer_message) {
+  return WithErrorCode(absl::FailedPreconditionError(message), error_code, developer_message);
+}
+
 void SetStatus(const absl::Status& status, Envelope& response) {
   response.set_status(ToCommandStatus(status.code()));
   if (status.ok()) return;
-  response.mutable_error()->set_message(std::string(status.message()));
+  auto* error = response.mutable_error();
+  error->set_message(std::string(status.message()));
+  if (auto code = status.GetPayload(kErrorCodePayload)) {
+    error->set_error_code(std::string(*code));
+  } else {
+    error->set_error_code(std::string(CommandStatusName(response.status())));
+  }
+  if (auto detail = status.GetPayload(kDeveloperMessagePayload)) {
+    error->set_developer_message(std::string(*detail));
+  }
 }
 
 absl::Status StatusOf(const Envelope& response) {

@@ -12,6 +12,8 @@
 
 #include <string_view>
 
+#include "absl/strings/string_view.h"
+
 #include "absl/status/status.h"
 #include "cqrs/v1/command.pb.h"
 
@@ -29,7 +31,17 @@ absl::StatusCode ToStatusCode(CommandStatus status) noexcept;
 // "OK", "REJECTED", ...
 std::string_view CommandStatusName(CommandStatus status) noexcept;
 
-// Sets response.status from `status` and, unless it is OK, response.error.message.
+// A domain refusal: REJECTED on the wire, with `error_code` (stable, machine-readable, e.g.
+// "USER_NAME_EMPTY"), `message` (for users) and `developer_message` (detail for developers).
+//   co_return cqrs::Rejected("USER_EXISTS", "user 'bob' already exists");
+absl::Status Rejected(absl::string_view error_code, absl::string_view message,
+                      absl::string_view developer_message = {});
+// Attaches an error code / developer message to any status (kept as status payloads).
+absl::Status WithErrorCode(absl::Status status, absl::string_view error_code,
+                           absl::string_view developer_message = {});
+
+// Sets response.status from `status` and, unless it is OK, response.error (message, and the
+// error code and developer message attached by Rejected / WithErrorCode).
 void SetStatus(const absl::Status& status, v1::CommandResponseEnvelope& response);
 // The response's status as an absl::Status, with the error's message.
 absl::Status StatusOf(const v1::CommandResponseEnvelope& response);

@@ -1,0 +1,70 @@
+// File: cqrs/core/subject_sequencer.h
+//
+// Runs commands that share a subject one after another, in arrival order, while commands with
+// different subjects run concurrently. Works across threads and connections.
+//
+//   SubjectSequencer::Turn turn = sequencer.Enter(command.subject());  // in arrival order
+//   co_await sequencer.Wait(turn);                                     // our turn now
+//   ... run the command ...
+//   turn.Release();                                                    // next one goes
+//
+// Thread-safe. An empty subject never waits.
+
+#ifndef CQRS_CORE_SUBJECT_SEQUENCER_H_
+#define CQRS_CORE_SUBJECT_SEQUENCER_H_
+
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
+#include "cqrs/core/asio.h"
+
+namespace cqrs {
+
+class SubjectSequencer {
+  struct Waiter;
+  struct Queue;
+
+ public:
+  // A place in one subject's line. Move-only; releasing (explicitly or by destruction) lets the
+  // next command of the subject run, or leaves the line if the turn never came.
+  class Turn {
+   public:
+    Turn() = default;
+    Turn(Turn&& other) noexcept;
+    Turn& operator=(Turn&& other) noexcept;
+    ~Turn() { Release(); }
+    void Release();
+
+   private:
+    friend class SubjectSequencer;
+    SubjectSequencer* owner_ = nullptr;
+    std::string subject_;
+    std::shared_ptr<Waiter> waiter_;  // Null when the turn was granted at Enter.
+  };
+
+  SubjectSequencer();
+  ~SubjectSequencer();
+
+  // Takes the next place in `subject`'s line. Call in arrival order.
+  Turn Enter(absl::string_view subject);
+  // Completes (on the caller's executor) once `turn` is at the front of its line. Not
+  // cancellable; `turn` must stay alive until it completes.
+  Awaitable<void> Wait(Turn& turn);
+
+  // Subjects with a command running or waiting.
+  std::size_t active_subjects() const;
+
+ private:
+  void Leave(Turn& turn);
+
+  mutable std::mutex mutex_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Queue>> queues_;
+};
+
+}  // namespace cqrs
+
+#endif  // CQRS_CORE_SUBJECT_SEQUENCER_H_

@@ -1,0 +1,46 @@
+// File: cqrs/core/time_util.h
+//
+// Conversions between absl::Time, google.protobuf.Timestamp and std::chrono.
+//
+//   SetTimestamp(absl::Now(), *envelope.mutable_timestamp());
+//   timer.expires_after(ToChrono(deadline - absl::Now()));
+
+#ifndef CQRS_CORE_TIME_UTIL_H_
+#define CQRS_CORE_TIME_UTIL_H_
+
+#include <chrono>
+#include <cstdint>
+
+#include <google/protobuf/timestamp.pb.h>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace cqrs {
+
+inline void SetTimestamp(absl::Time time, google::protobuf::Timestamp& out) {
+  const std::int64_t nanos = absl::ToUnixNanos(time);
+  std::int64_t seconds = nanos / 1'000'000'000;
+  std::int64_t rest = nanos % 1'000'000'000;
+  if (rest < 0) {
+    rest += 1'000'000'000;
+    --seconds;
+  }
+  out.set_seconds(seconds);
+  out.set_nanos(static_cast<std::int32_t>(rest));
+}
+
+inline absl::Time FromTimestamp(const google::protobuf::Timestamp& timestamp) {
+  return absl::FromUnixSeconds(timestamp.seconds()) + absl::Nanoseconds(timestamp.nanos());
+}
+
+// Negative durations become zero; infinite ones the largest representable.
+inline std::chrono::steady_clock::duration ToChrono(absl::Duration d) {
+  if (d <= absl::ZeroDuration()) return std::chrono::steady_clock::duration::zero();
+  if (d == absl::InfiniteDuration()) return std::chrono::steady_clock::duration::max();
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(absl::ToChronoNanoseconds(d));
+}
+
+}  // namespace cqrs
+
+#endif  // CQRS_CORE_TIME_UTIL_H_
