@@ -7,7 +7,8 @@ include_guard(GLOBAL)
 
 add_library(cqrs_warnings INTERFACE)
 target_compile_options(cqrs_warnings INTERFACE
-  $<$<CXX_COMPILER_ID:GNU,Clang>:-Wall -Wextra -Werror -Wpedantic -Wno-unused-parameter>
+  $<$<CXX_COMPILER_ID:GNU,Clang>:-Wall -Wextra -Werror -Wpedantic -Wno-unused-parameter
+    -Wno-missing-field-initializers>
   # GCC 12 reports false positives inside Asio's coroutine machinery and std::variant.
   $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized -Wno-mismatched-new-delete>)
 

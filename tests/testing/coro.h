@@ -1,0 +1,71 @@
+// File: testing/coro.h
+//
+// Runs a coroutine to completion on an io_context under a deadline, failing the test (instead
+// of hanging) when the deadline passes. No sleeps: the io_context runs until the coroutine is
+// done.
+//
+//   asio::io_context io;
+//   auto value = cqrs::testing::Run(io, SomeCoroutine());         // default deadline: 10 s
+//   cqrs::testing::Run(io, Other(), std::chrono::seconds(30));
+
+#ifndef CQRS_TESTS_TESTING_CORO_H_
+#define CQRS_TESTS_TESTING_CORO_H_
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+
+#include "cqrs/core/asio.h"
+
+namespace cqrs::testing {
+
+inline constexpr std::chrono::seconds kDefaultDeadline{10};
+
+// Returns the coroutine's value; throws std::runtime_error (failing the test) when the deadline
+// passes first, and rethrows what the coroutine threw.
+template <typename T>
+T Run(asio::io_context& io, Awaitable<T> coroutine,
+      std::chrono::steady_clock::duration deadline = kDefaultDeadline) {
+  std::optional<T> value;
+  std::exception_ptr error;
+  bool done = false;
+  asio::co_spawn(io, std::move(coroutine), [&](std::exception_ptr e, T v) {
+    error = e;
+    if (!e) value.emplace(std::move(v));
+    done = true;
+  });
+  io.restart();
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  while (!done && std::chrono::steady_clock::now() < until) {
+    if (io.run_one_until(until) == 0 && io.stopped()) break;
+  }
+  if (!done) throw std::runtime_error("coroutine did not finish before its deadline");
+  if (error) std::rethrow_exception(error);
+  return std::move(*value);
+}
+
+inline void Run(asio::io_context& io, Awaitable<void> coroutine,
+                std::chrono::steady_clock::duration deadline = kDefaultDeadline) {
+  std::exception_ptr error;
+  bool done = false;
+  asio::co_spawn(io, std::move(coroutine), [&](std::exception_ptr e) {
+    error = e;
+    done = true;
+  });
+  io.restart();
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  while (!done && std::chrono::steady_clock::now() < until) {
+    if (io.run_one_until(until) == 0 && io.stopped()) break;
+  }
+  if (!done) throw std::runtime_error("coroutine did not finish before its deadline");
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace cqrs::testing
+
+#endif  // CQRS_TESTS_TESTING_CORO_H_
