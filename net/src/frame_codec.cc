@@ -4,6 +4,9 @@
 #include <climits>
 #include <cstring>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
 #include "absl/strings/str_cat.h"
 
 namespace cqrs::net {
@@ -138,26 +141,56 @@ absl::Status FrameDecoder::error() const {
   return absl::OkStatus();
 }
 
-absl::Status FrameEncoder::Append(const v1::Frame& frame) {
-  if (frame.kind_case() == v1::Frame::KIND_NOT_SET) {
-    return absl::InvalidArgumentError("cannot encode a cqrs.v1.Frame with no kind set");
-  }
-  const std::size_t body = frame.ByteSizeLong();
-  if (body > limits_.max_frame_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "frame of ", body, " bytes exceeds max_frame_bytes=", limits_.max_frame_bytes));
-  }
-  const std::size_t needed = size_ + kFrameHeaderBytes + body;
+std::byte* FrameEncoder::Grow(std::size_t bytes) {
+  const std::size_t needed = size_ + bytes;
   if (needed > capacity_) {
     const std::size_t capacity = std::max(capacity_ * 2, std::max<std::size_t>(needed, 4096));
     buffer_ = Reallocate(buffer_.get(), size_, capacity);
     capacity_ = capacity;
   }
   std::byte* out = buffer_.get() + size_;
-  WriteFrameHeader(static_cast<std::uint32_t>(body), out);
-  frame.SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(out + kFrameHeaderBytes));
   size_ = needed;
   ++frames_;
+  return out;
+}
+
+absl::Status FrameEncoder::Append(const v1::Frame& frame) {
+  if (frame.kind_case() == v1::Frame::KIND_NOT_SET) {
+    return absl::InvalidArgumentError("cannot encode a cqrs.v1.Frame with no kind set");
+  }
+  const std::size_t body = frame.ByteSizeLong();
+  if (body > limits_.max_frame_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("frame of ", body,
+                                                   " bytes exceeds max_frame_bytes=",
+                                                   limits_.max_frame_bytes));
+  }
+  std::byte* out = Grow(kFrameHeaderBytes + body);
+  WriteFrameHeader(static_cast<std::uint32_t>(body), out);
+  frame.SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(out + kFrameHeaderBytes));
+  return absl::OkStatus();
+}
+
+absl::Status FrameEncoder::AppendSerialized(v1::Frame::KindCase kind, std::string_view message) {
+  if (kind == v1::Frame::KIND_NOT_SET) {
+    return absl::InvalidArgumentError("cannot encode a cqrs.v1.Frame with no kind set");
+  }
+  using google::protobuf::io::CodedOutputStream;
+  using google::protobuf::internal::WireFormatLite;
+  const std::uint32_t tag = WireFormatLite::MakeTag(static_cast<int>(kind),
+                                                    WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+  const std::size_t body = CodedOutputStream::VarintSize32(tag) +
+                           CodedOutputStream::VarintSize64(message.size()) + message.size();
+  if (body > limits_.max_frame_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("frame of ", body,
+                                                   " bytes exceeds max_frame_bytes=",
+                                                   limits_.max_frame_bytes));
+  }
+  std::byte* out = Grow(kFrameHeaderBytes + body);
+  WriteFrameHeader(static_cast<std::uint32_t>(body), out);
+  auto* p = reinterpret_cast<std::uint8_t*>(out + kFrameHeaderBytes);
+  p = CodedOutputStream::WriteVarint32ToArray(tag, p);
+  p = CodedOutputStream::WriteVarint64ToArray(message.size(), p);
+  std::memcpy(p, message.data(), message.size());
   return absl::OkStatus();
 }
 

@@ -275,6 +275,27 @@ TEST(FrameEncoder, RefusesEmptyAndOversizeFramesAndKeepsWhatItHas) {
   EXPECT_EQ(encoder.frame_count(), 1u);
 }
 
+TEST(FrameEncoder, AppendSerializedMatchesAppend) {
+  for (const auto& frame : OneFrameOfEachKind()) {
+    FrameEncoder whole;
+    ASSERT_TRUE(whole.Append(frame).ok());
+    // The kind's message alone, serialized, then framed without building a Frame.
+    const auto* field = v1::Frame::descriptor()->FindFieldByNumber(frame.kind_case());
+    const std::string message =
+        frame.GetReflection()->GetMessage(frame, field).SerializeAsString();
+    FrameEncoder serialized;
+    ASSERT_TRUE(serialized.AppendSerialized(frame.kind_case(), message).ok());
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(serialized.data().data()),
+                          serialized.size()),
+              std::string(reinterpret_cast<const char*>(whole.data().data()), whole.size()))
+        << field->name();
+  }
+  FrameEncoder small({.max_frame_bytes = 8});
+  EXPECT_EQ(small.AppendSerialized(v1::Frame::kResponse, std::string(16, 'x')).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(small.empty());
+}
+
 // The committed fuzz seed corpus stays decodable as the schema evolves, and covers every kind.
 TEST(FrameDecoder, SeedCorpusDecodesAndCoversEveryKind) {
   const std::filesystem::path dir = std::filesystem::path(CQRS_FUZZ_CORPUS_DIR) / "frame_decoder";

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "cqrs/v1/frame.pb.h"
@@ -108,6 +109,9 @@ class FrameEncoder {
   // Serializes `frame` behind its length prefix. kInvalidArgument when the frame is empty (no
   // kind set) or larger than max_frame_bytes; the buffer is then left unchanged.
   absl::Status Append(const v1::Frame& frame);
+  // Appends a Frame whose `kind` is an already serialized message (e.g. a cached response),
+  // without parsing or copying it into a Frame first. Same errors as Append.
+  absl::Status AppendSerialized(v1::Frame::KindCase kind, std::string_view message);
 
   std::span<const std::byte> data() const noexcept { return {buffer_.get(), size_}; }
   std::size_t size() const noexcept { return size_; }
@@ -120,6 +124,8 @@ class FrameEncoder {
   }
 
  private:
+  std::byte* Grow(std::size_t bytes);
+
   FrameLimits limits_;
   std::unique_ptr<std::byte[]> buffer_;
   std::size_t size_ = 0;
