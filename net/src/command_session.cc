@@ -1,0 +1,402 @@
+#include "command_session.h"
+
+#include <algorithm>
+#include <exception>
+#include <utility>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <google/protobuf/arena.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "cqrs/core/log.h"
+#include "server_shared.h"
+
+namespace cqrs::net::internal {
+namespace {
+
+constexpr auto kUse = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr std::uint32_t kProtocolVersion = 1;
+
+const char* KindName(const v1::Frame& frame) {
+  const auto* field = v1::Frame::descriptor()->FindFieldByNumber(frame.kind_case());
+  return field == nullptr ? "unknown" : field->name().c_str();
+}
+
+}  // namespace
+
+// One frame's memory: the Frame and everything in it live on an arena whose first block is
+// inline, so a typical command costs one allocation for its whole life.
+struct CommandSession::Slot {
+  Slot() : arena(Options(block, sizeof block)) { Reset(); }
+  void Reset() {
+    arena.Reset();
+    frame = google::protobuf::Arena::CreateMessage<v1::Frame>(&arena);
+  }
+  static google::protobuf::ArenaOptions Options(char* initial, std::size_t size) {
+    google::protobuf::ArenaOptions options;
+    options.initial_block = initial;
+    options.initial_block_size = size;
+    return options;
+  }
+
+  alignas(16) char block[2048];
+  google::protobuf::Arena arena;
+  v1::Frame* frame = nullptr;
+};
+
+CommandSession::CommandSession(asio::ip::tcp::socket socket, ServerShared& shared, std::string id)
+    : socket_(std::move(socket)),
+      shared_(shared),
+      id_(std::move(id)),
+      decoder_({.max_frame_bytes = shared.options.max_frame_bytes}),
+      out_({.max_frame_bytes = shared.options.max_frame_bytes}),
+      writing_({.max_frame_bytes = shared.options.max_frame_bytes}),
+      write_signal_(socket_.get_executor()),
+      resume_reading_(socket_.get_executor()),
+      watchdog_(socket_.get_executor()) {}
+
+CommandSession::~CommandSession() { shared_.Remove(); }
+
+Awaitable<void> CommandSession::Run() {
+  auto self = shared_from_this();
+  boost::system::error_code ec;
+  const auto remote = socket_.remote_endpoint(ec);
+  peer_ = ec ? std::string("?") : absl::StrCat(remote.address().to_string(), ":", remote.port());
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+
+  const auto& options = shared_.options;
+  SetReadDeadline(Clock::now() + options.hello_timeout, "hello_timeout");
+  const auto log_crash = [id = id_](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      Log(LogLevel::kError, absl::StrCat("session ", id, ": ", x.what()));
+    }
+  };
+  asio::co_spawn(socket_.get_executor(), Writer(self), log_crash);
+  asio::co_spawn(socket_.get_executor(), Watchdog(self), log_crash);
+
+  auto slot = std::make_unique<Slot>();
+  while (!closed_ && !close_after_flush_) {
+    if (in_flight_ >= options.max_in_flight) {
+      // Backpressure: stop reading until a response has gone out.
+      reading_paused_ = true;
+      SetReadDeadline(Clock::time_point::max(), "");
+      resume_reading_.expires_at(Clock::time_point::max());
+      co_await resume_reading_.async_wait(kUse);
+      reading_paused_ = false;
+      UpdateReadDeadline();
+      continue;
+    }
+    const auto space = decoder_.Prepare(kReadChunk);
+    auto [read_error, n] =
+        co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), kUse);
+    if (read_error) break;
+    decoder_.Commit(n);
+    bool go_on = true;
+    bool any_frame = false;
+    while (go_on) {
+      if (!slot) slot = std::make_unique<Slot>();
+      const DecodeResult result = decoder_.Next(*slot->frame);
+      if (result == DecodeResult::kNeedMore) break;
+      if (result == DecodeResult::kFrame) {
+        any_frame = true;
+        go_on = OnFrame(slot);
+        if (slot) slot->Reset();
+        continue;
+      }
+      const std::string message(decoder_.error().message());
+      if (result == DecodeResult::kTooLarge) {
+        SendError(v1::Error::FRAME_TOO_LARGE, message, /*fatal=*/true);
+        go_on = false;
+      } else {
+        // The stream is still in sync; only before Hello is a bad frame fatal.
+        SendError(v1::Error::MALFORMED_FRAME, message, /*fatal=*/!hello_done_);
+        go_on = hello_done_;
+      }
+      slot->Reset();
+    }
+    if (!go_on) break;
+    if (any_frame) frame_started_ = Clock::time_point::max();
+    UpdateReadDeadline();
+  }
+  reader_done_ = true;
+  // The peer closed its side or we stopped reading: let in-flight commands answer, then close.
+  if (in_flight_ == 0 && !closed_) CloseAfterFlush();
+}
+
+bool CommandSession::OnFrame(std::unique_ptr<Slot>& slot) {
+  const v1::Frame& frame = *slot->frame;
+  if (!hello_done_) {
+    if (frame.has_hello()) return OnHello(frame.hello());
+    SendError(v1::Error::PROTOCOL_VIOLATION,
+              absl::StrCat("expected Hello as the first frame, got ", KindName(frame)),
+              /*fatal=*/true);
+    return false;
+  }
+  switch (frame.kind_case()) {
+    case v1::Frame::kCommand: {
+      shared_.commands.fetch_add(1, std::memory_order_relaxed);
+      if (going_away_) {
+        SendResponse(*shared_.processor.Refuse(
+            frame.command(), absl::UnavailableError("the server is shutting down; retry the "
+                                                    "command on a new connection")));
+        return true;
+      }
+      ++in_flight_;
+      auto admission = shared_.processor.Admit(frame.command());
+      asio::co_spawn(socket_.get_executor(),
+                     Execute(shared_from_this(), std::move(slot), std::move(admission)),
+                     asio::detached);
+      return true;
+    }
+    case v1::Frame::kPing: {
+      v1::Frame pong;
+      pong.mutable_pong()->set_nonce(frame.ping().nonce());
+      SendFrame(pong);
+      return true;
+    }
+    case v1::Frame::kPong:
+      return true;
+    case v1::Frame::kHello:
+      SendError(v1::Error::PROTOCOL_VIOLATION, "a second Hello on the same connection",
+                /*fatal=*/true);
+      return false;
+    case v1::Frame::kError:
+      Log(LogLevel::kInfo, absl::StrCat("session ", id_, " (", peer_, "): peer reported ",
+                                        v1::Error::Code_Name(frame.error().code()), ": ",
+                                        frame.error().message()));
+      return true;
+    default:
+      SendError(v1::Error::PROTOCOL_VIOLATION,
+                absl::StrCat(KindName(frame), " frames are sent by servers, not clients"),
+                /*fatal=*/false);
+      return true;
+  }
+}
+
+bool CommandSession::OnHello(const v1::Hello& hello) {
+  const auto& options = shared_.options;
+  if (hello.protocol_version() != kProtocolVersion) {
+    SendError(v1::Error::UNSUPPORTED_VERSION,
+              absl::StrCat("protocol_version ", hello.protocol_version(),
+                           " is not supported; this server speaks ", kProtocolVersion),
+              /*fatal=*/true);
+    return false;
+  }
+  if (options.authenticate) {
+    auto principal = options.authenticate(hello.auth_token());
+    if (!principal.ok()) {
+      SendError(v1::Error::UNAUTHENTICATED,
+                absl::StrCat("authentication failed: ", principal.status().message()),
+                /*fatal=*/true);
+      return false;
+    }
+    principal_ = *std::move(principal);
+  }
+  hello_done_ = true;
+  v1::Frame ack;
+  auto* a = ack.mutable_hello_ack();
+  a->set_protocol_version(kProtocolVersion);
+  a->set_server_name(options.server_name);
+  a->set_max_frame_bytes(options.max_frame_bytes);
+  a->set_max_in_flight(options.max_in_flight);
+  a->set_session_id(id_);
+  SendFrame(ack);
+  return true;
+}
+
+Awaitable<void> CommandSession::Execute(std::shared_ptr<CommandSession> self,
+                                        std::unique_ptr<Slot> slot,
+                                        CommandProcessor::Admission admission) {
+  const v1::CommandEnvelope& command = slot->frame->command();
+  CommandProcessor::Response response;
+  try {
+    response = co_await shared_.processor.Run(std::move(admission), command, &slot->arena,
+                                              principal_);
+  } catch (const std::exception& e) {
+    response = shared_.processor.Refuse(
+        command, absl::InternalError(absl::StrCat("the server failed: ", e.what())));
+  }
+  // The response must fit in a frame; the tag and length take at most 11 bytes.
+  if (response->size() + 11 > shared_.options.max_frame_bytes) {
+    response = shared_.processor.Refuse(
+        command, absl::InternalError(absl::StrCat("the response of ", response->size(),
+                                                  " bytes exceeds max_frame_bytes=",
+                                                  shared_.options.max_frame_bytes)));
+  }
+  SendResponse(*response);
+  slot.reset();
+  OnCommandDone();
+}
+
+void CommandSession::OnCommandDone() {
+  --in_flight_;
+  if (reading_paused_ && in_flight_ < shared_.options.max_in_flight) resume_reading_.cancel();
+  if (in_flight_ == 0) {
+    if (going_away_ || reader_done_) {
+      CloseAfterFlush();
+    } else {
+      UpdateReadDeadline();
+    }
+  }
+}
+
+void CommandSession::SendFrame(const v1::Frame& frame) {
+  if (closed_) return;
+  if (auto status = out_.Append(frame); !status.ok()) {
+    Log(LogLevel::kError, absl::StrCat("session ", id_, ": cannot send ", KindName(frame), ": ",
+                                       status.message()));
+    return;
+  }
+  WakeWriter();
+}
+
+void CommandSession::SendResponse(const std::string& response) {
+  if (closed_) return;
+  if (auto status = out_.AppendSerialized(v1::Frame::kResponse, response); !status.ok()) {
+    Log(LogLevel::kError, absl::StrCat("session ", id_, ": cannot send a response: ",
+                                       status.message()));
+    return;
+  }
+  WakeWriter();
+}
+
+void CommandSession::SendError(v1::Error::Code code, std::string message, bool fatal) {
+  shared_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+  Log(fatal ? LogLevel::kWarning : LogLevel::kInfo,
+      absl::StrCat("session ", id_, " (", peer_, "): ", v1::Error::Code_Name(code), ": ", message,
+                   fatal ? "; closing" : ""));
+  v1::Frame frame;
+  auto* error = frame.mutable_error();
+  error->set_code(code);
+  error->set_message(std::move(message));
+  error->set_fatal(fatal);
+  SendFrame(frame);
+  if (fatal) CloseAfterFlush();
+}
+
+void CommandSession::GoAway(std::chrono::milliseconds drain) {
+  if (closed_ || going_away_) return;
+  going_away_ = true;
+  v1::Frame frame;
+  frame.mutable_go_away()->set_reason("the server is shutting down");
+  frame.mutable_go_away()->set_drain_ms(static_cast<std::uint32_t>(drain.count()));
+  SendFrame(frame);
+  if (in_flight_ == 0) CloseAfterFlush();
+}
+
+void CommandSession::CloseAfterFlush() {
+  if (close_after_flush_ || closed_) return;
+  close_after_flush_ = true;
+  boost::system::error_code ec;
+  // Ends a pending read (as EOF) without disturbing the writer.
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_receive, ec);
+  resume_reading_.cancel();
+  WakeWriter();
+}
+
+void CommandSession::ForceClose() {
+  if (closed_) return;
+  closed_ = true;
+  boost::system::error_code ec;
+  socket_.close(ec);
+  write_signal_.cancel();
+  resume_reading_.cancel();
+  watchdog_.cancel();
+}
+
+void CommandSession::WakeWriter() {
+  if (writer_waiting_) write_signal_.cancel();
+}
+
+Awaitable<void> CommandSession::Writer(std::shared_ptr<CommandSession> self) {
+  while (!closed_) {
+    if (out_.empty()) {
+      if (close_after_flush_) break;
+      writer_waiting_ = true;
+      write_signal_.expires_at(Clock::time_point::max());
+      co_await write_signal_.async_wait(kUse);
+      writer_waiting_ = false;
+      continue;
+    }
+    std::swap(out_, writing_);
+    write_deadline_ = Clock::now() + shared_.options.write_timeout;
+    if (write_deadline_ < watchdog_.expiry()) watchdog_.cancel();
+    auto [ec, n] = co_await asio::async_write(
+        socket_, asio::buffer(writing_.data().data(), writing_.size()), kUse);
+    write_deadline_ = Clock::time_point::max();
+    writing_.Clear();
+    if (ec) break;
+  }
+  if (!closed_) {
+    boost::system::error_code ec;
+    socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    ForceClose();
+  }
+}
+
+Awaitable<void> CommandSession::Watchdog(std::shared_ptr<CommandSession> self) {
+  while (!closed_) {
+    watchdog_.expires_at(std::min(read_deadline_, write_deadline_));
+    co_await watchdog_.async_wait(kUse);
+    if (closed_) break;
+    const auto now = Clock::now();
+    if (write_deadline_ <= now) {
+      Log(LogLevel::kWarning,
+          absl::StrCat("session ", id_, " (", peer_, "): no write progress within write_timeout=",
+                       shared_.options.write_timeout.count(), "ms; closing"));
+      ForceClose();
+      break;
+    }
+    if (read_deadline_ <= now && !close_after_flush_) {
+      const char* reason = read_deadline_reason_;
+      read_deadline_ = Clock::time_point::max();
+      const auto& o = shared_.options;
+      const auto limit = std::string_view(reason) == "hello_timeout"   ? o.hello_timeout
+                         : std::string_view(reason) == "frame_timeout" ? o.frame_timeout
+                                                                       : o.idle_timeout;
+      SendError(v1::Error::TIMEOUT,
+                absl::StrCat(std::string_view(reason) == "hello_timeout"   ? "no Hello"
+                             : std::string_view(reason) == "frame_timeout" ? "incomplete frame"
+                                                                           : "no frame",
+                             " within ", reason, "=", limit.count(), "ms"),
+                /*fatal=*/true);
+    }
+  }
+}
+
+void CommandSession::SetReadDeadline(Clock::time_point deadline, const char* reason) {
+  read_deadline_ = deadline;
+  read_deadline_reason_ = reason;
+  if (deadline < watchdog_.expiry()) watchdog_.cancel();
+}
+
+void CommandSession::UpdateReadDeadline() {
+  if (!hello_done_ || close_after_flush_ || closed_) return;
+  if (reading_paused_) {
+    SetReadDeadline(Clock::time_point::max(), "");
+    return;
+  }
+  const auto now = Clock::now();
+  if (decoder_.buffered() > 0) {
+    if (frame_started_ == Clock::time_point::max()) frame_started_ = now;
+    SetReadDeadline(frame_started_ + shared_.options.frame_timeout, "frame_timeout");
+    return;
+  }
+  frame_started_ = Clock::time_point::max();
+  if (in_flight_ > 0) {
+    SetReadDeadline(Clock::time_point::max(), "");
+  } else {
+    SetReadDeadline(now + shared_.options.idle_timeout, "idle_timeout");
+  }
+}
+
+}  // namespace cqrs::net::internal

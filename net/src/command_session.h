@@ -1,0 +1,86 @@
+// Private: one TCP connection of a CommandServer.
+
+#ifndef CQRS_NET_SRC_COMMAND_SESSION_H_
+#define CQRS_NET_SRC_COMMAND_SESSION_H_
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "cqrs/core/command_processor.h"
+#include "cqrs/net/command_server.h"
+#include "cqrs/net/frame_codec.h"
+
+namespace cqrs::net::internal {
+
+struct ServerShared;
+
+class CommandSession : public std::enable_shared_from_this<CommandSession> {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  CommandSession(asio::ip::tcp::socket socket, ServerShared& shared, std::string id);
+  ~CommandSession();
+
+  // Runs the session to its end (reader; spawns writer and watchdog). Call on its executor.
+  Awaitable<void> Run();
+  // Starts the graceful end: GoAway, UNAVAILABLE for new commands, close once drained.
+  // Call on the session's executor.
+  void GoAway(std::chrono::milliseconds drain);
+  // Closes the socket at once. Call on the session's executor.
+  void ForceClose();
+  asio::any_io_executor executor() { return socket_.get_executor(); }
+
+ private:
+  struct Slot;
+
+  Awaitable<void> Writer(std::shared_ptr<CommandSession> self);
+  Awaitable<void> Watchdog(std::shared_ptr<CommandSession> self);
+  Awaitable<void> Execute(std::shared_ptr<CommandSession> self, std::unique_ptr<Slot> slot,
+                          CommandProcessor::Admission admission);
+
+  // Handles one decoded frame; false when the session must stop reading.
+  bool OnFrame(std::unique_ptr<Slot>& slot);
+  bool OnHello(const v1::Hello& hello);
+  void SendFrame(const v1::Frame& frame);
+  void SendResponse(const std::string& response);
+  // Sends Error{code, message, fatal}; a fatal error stops reading and closes after the flush.
+  void SendError(v1::Error::Code code, std::string message, bool fatal);
+  void CloseAfterFlush();
+  void WakeWriter();
+  void SetReadDeadline(Clock::time_point deadline, const char* reason);
+  void UpdateReadDeadline();
+  void OnCommandDone();
+
+  asio::ip::tcp::socket socket_;
+  ServerShared& shared_;
+  std::string id_;
+  std::string peer_;
+  FrameDecoder decoder_;
+  FrameEncoder out_;
+  FrameEncoder writing_;
+  asio::steady_timer write_signal_;
+  asio::steady_timer resume_reading_;
+  asio::steady_timer watchdog_;
+  Clock::time_point read_deadline_ = Clock::time_point::max();
+  Clock::time_point write_deadline_ = Clock::time_point::max();
+  Clock::time_point frame_started_ = Clock::time_point::max();
+  const char* read_deadline_reason_ = "hello_timeout";
+  std::uint32_t in_flight_ = 0;
+  bool hello_done_ = false;
+  bool reading_paused_ = false;
+  bool writer_waiting_ = false;
+  bool going_away_ = false;
+  bool reader_done_ = false;
+  bool close_after_flush_ = false;
+  bool closed_ = false;
+  std::string principal_;
+};
+
+}  // namespace cqrs::net::internal
+
+#endif  // CQRS_NET_SRC_COMMAND_SESSION_H_
