@@ -22,8 +22,7 @@ absl::string_view CommandContext::Metadata(absl::string_view key) const {
 }
 
 v1::EventEnvelope& CommandContext::Emit(const google::protobuf::Message& event,
-                                        const v1::StreamInfo& stream,
-                                        const EmitOptions& options) {
+                                        const v1::StreamInfo& stream, const EmitOptions& options) {
   auto* envelope = google::protobuf::Arena::CreateMessage<v1::EventEnvelope>(arena_);
   const std::string& type = event.GetDescriptor()->full_name();
   envelope->set_id(absl::StrCat(command_.id(), "/", staged_.size()));

@@ -37,9 +37,9 @@ CommandProcessor::Admission CommandProcessor::Admit(const v1::CommandEnvelope& c
 }
 
 Awaitable<CommandProcessor::Response> CommandProcessor::Run(Admission admission,
-                                                             const v1::CommandEnvelope& command,
-                                                             google::protobuf::Arena* arena,
-                                                             std::string principal) {
+                                                            const v1::CommandEnvelope& command,
+                                                            google::protobuf::Arena* arena,
+                                                            std::string principal) {
   if (admission.tracked_) {
     switch (admission.claim_.state()) {
       case IdempotencyCache::kDone:

@@ -85,16 +85,15 @@ Awaitable<absl::Status> CommandRouter::Run(CommandContext& ctx,
                             "CommandEnvelope.id is required: a unique id per command");
   }
   if (!command.has_payload()) {
-    co_return WithErrorCode(absl::InvalidArgumentError("command has no payload"),
-                            "INVALID_COMMAND",
+    co_return WithErrorCode(absl::InvalidArgumentError("command has no payload"), "INVALID_COMMAND",
                             "CommandEnvelope.payload is required: the command packed in an Any");
   }
   const absl::string_view type = TypeNameOf(command.payload().type_url());
   const auto it = handlers_.find(type);
   if (it == handlers_.end()) {
     co_return WithErrorCode(
-        absl::NotFoundError(absl::StrCat("no handler for command type '", type, "'")),
-        "NO_HANDLER", absl::StrCat("payload type_url '", command.payload().type_url(), "'"));
+        absl::NotFoundError(absl::StrCat("no handler for command type '", type, "'")), "NO_HANDLER",
+        absl::StrCat("payload type_url '", command.payload().type_url(), "'"));
   }
   const std::optional<absl::Time> deadline = ctx.deadline();
   if (deadline && *deadline <= absl::Now()) {
@@ -123,9 +122,9 @@ Awaitable<absl::Status> CommandRouter::Run(CommandContext& ctx,
       if (raced.index() == 0) {
         status = std::get<0>(std::move(raced));
       } else {
-        status = WithErrorCode(
-            absl::DeadlineExceededError("the command's deadline passed while it ran"),
-            "DEADLINE_EXCEEDED");
+        status =
+            WithErrorCode(absl::DeadlineExceededError("the command's deadline passed while it ran"),
+                          "DEADLINE_EXCEEDED");
       }
     }
   } catch (const std::exception& e) {

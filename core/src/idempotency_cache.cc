@@ -92,8 +92,8 @@ void IdempotencyCache::Finish(Claim& claim, Response response, bool remember) {
     waiters.swap(entry.waiters);
     if (remember) {
       const std::size_t cost = claim.id_.size() * 2 + response->size() + kEntryOverhead;
-      shard.fifo.push_back({Clock::now() + absl::ToChronoNanoseconds(options_.window),
-                            claim.id_, cost});
+      shard.fifo.push_back(
+          {Clock::now() + absl::ToChronoNanoseconds(options_.window), claim.id_, cost});
       shard.bytes += cost;
       const std::size_t budget = options_.max_bytes / kShards;
       while (shard.bytes > budget && !shard.fifo.empty()) {
@@ -114,7 +114,8 @@ void IdempotencyCache::Finish(Claim& claim, Response response, bool remember) {
 Awaitable<IdempotencyCache::Response> IdempotencyCache::WaitFor(Claim claim) {
   auto executor = co_await asio::this_coro::executor;
   co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(Response)>(
-      [this, &claim, executor](auto handler) {
+      // Captures only references: GCC 12 may destroy temporaries of a co_await expression twice.
+      [this, &claim, &executor](auto handler) {
         Shard& shard = *shards_[claim.shard_];
         std::unique_lock lock(shard.mutex);
         if (claim.entry_->done) {

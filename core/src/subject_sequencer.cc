@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <optional>
 #include <utility>
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -14,7 +15,8 @@ namespace cqrs {
 
 struct SubjectSequencer::Waiter {
   bool granted = false;
-  asio::any_completion_handler<void()> handler;
+  // Optional, to be emplaced: Asio 1.26's any_completion_handler move assignment recurses.
+  std::optional<asio::any_completion_handler<void()>> handler;
   asio::any_io_executor executor;
 };
 
@@ -65,15 +67,18 @@ SubjectSequencer::Turn SubjectSequencer::Enter(absl::string_view subject) {
 Awaitable<void> SubjectSequencer::Wait(Turn& turn) {
   if (turn.waiter_ == nullptr) co_return;
   auto executor = co_await asio::this_coro::executor;
+  // The initiation captures only references: GCC 12 may destroy temporaries of a co_await
+  // expression twice.
+  Waiter* const waiter = turn.waiter_.get();
   co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
-      [this, waiter = turn.waiter_, executor](auto handler) {
+      [this, waiter, &executor](auto handler) {
         std::unique_lock lock(mutex_);
         if (waiter->granted) {
           lock.unlock();
           asio::post(executor, std::move(handler));
           return;
         }
-        waiter->handler = std::move(handler);
+        waiter->handler.emplace(std::move(handler));
         waiter->executor = executor;
       },
       asio::use_awaitable);
@@ -100,7 +105,8 @@ void SubjectSequencer::Leave(Turn& turn) {
     next->granted = true;
     if (!next->handler) return;  // It will see `granted` when it waits.
   }
-  asio::post(next->executor, std::move(next->handler));
+  asio::post(next->executor,
+             [handler = std::move(*next->handler)]() mutable { std::move(handler)(); });
 }
 
 std::size_t SubjectSequencer::active_subjects() const {

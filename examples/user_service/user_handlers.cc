@@ -17,8 +17,8 @@ std::string NewUserId() {
   const std::uint64_t hi = random();
   const std::uint64_t lo = random();
   // A version-4 UUID.
-  return absl::StrFormat("%08x-%04x-4%03x-%04x-%012x", hi >> 32, (hi >> 16) & 0xffff,
-                         hi & 0x0fff, ((lo >> 48) & 0x3fff) | 0x8000, lo & 0xffffffffffff);
+  return absl::StrFormat("%08x-%04x-4%03x-%04x-%012x", hi >> 32, (hi >> 16) & 0xffff, hi & 0x0fff,
+                         ((lo >> 48) & 0x3fff) | 0x8000, lo & 0xffffffffffff);
 }
 
 }  // namespace

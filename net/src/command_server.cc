@@ -20,8 +20,8 @@
 #include <boost/asio/write.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "cqrs/core/log.h"
 #include "command_session.h"
+#include "cqrs/core/log.h"
 #include "server_shared.h"
 
 namespace cqrs::net {
@@ -186,8 +186,8 @@ class CommandServer::Impl {
         asio::co_spawn(context, Refuse(std::move(socket), shared_.options), asio::detached);
         continue;
       }
-      auto session = std::make_shared<CommandSession>(std::move(socket), shared_,
-                                                       absl::StrCat("s", next));
+      auto session =
+          std::make_shared<CommandSession>(std::move(socket), shared_, absl::StrCat("s", next));
       shared_.Add(session);
       asio::co_spawn(
           context, [session] { return session->Run(); },

@@ -4,12 +4,12 @@
 #include <exception>
 #include <utility>
 
+#include <google/protobuf/arena.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/write.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <google/protobuf/arena.h>
+#include <boost/asio/write.hpp>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -80,8 +80,8 @@ Awaitable<void> CommandSession::Run() {
       Log(LogLevel::kError, absl::StrCat("session ", id, ": ", x.what()));
     }
   };
-  asio::co_spawn(socket_.get_executor(), Writer(self), log_crash);
-  asio::co_spawn(socket_.get_executor(), Watchdog(self), log_crash);
+  asio::co_spawn(socket_.get_executor(), Writer(), log_crash);
+  asio::co_spawn(socket_.get_executor(), Watchdog(), log_crash);
 
   auto slot = std::make_unique<Slot>();
   while (!closed_ && !close_after_flush_) {
@@ -152,8 +152,9 @@ bool CommandSession::OnFrame(std::unique_ptr<Slot>& slot) {
       }
       ++in_flight_;
       auto admission = shared_.processor.Admit(frame.command());
+      // Execute takes ownership of both before its first suspension.
       asio::co_spawn(socket_.get_executor(),
-                     Execute(shared_from_this(), std::move(slot), std::move(admission)),
+                     Execute(slot.release(), new CommandProcessor::Admission(std::move(admission))),
                      asio::detached);
       return true;
     }
@@ -170,9 +171,9 @@ bool CommandSession::OnFrame(std::unique_ptr<Slot>& slot) {
                 /*fatal=*/true);
       return false;
     case v1::Frame::kError:
-      Log(LogLevel::kInfo, absl::StrCat("session ", id_, " (", peer_, "): peer reported ",
-                                        v1::Error::Code_Name(frame.error().code()), ": ",
-                                        frame.error().message()));
+      Log(LogLevel::kInfo,
+          absl::StrCat("session ", id_, " (", peer_, "): peer reported ",
+                       v1::Error::Code_Name(frame.error().code()), ": ", frame.error().message()));
       return true;
     default:
       SendError(v1::Error::PROTOCOL_VIOLATION,
@@ -213,14 +214,16 @@ bool CommandSession::OnHello(const v1::Hello& hello) {
   return true;
 }
 
-Awaitable<void> CommandSession::Execute(std::shared_ptr<CommandSession> self,
-                                        std::unique_ptr<Slot> slot,
-                                        CommandProcessor::Admission admission) {
+Awaitable<void> CommandSession::Execute(Slot* raw_slot,
+                                        CommandProcessor::Admission* raw_admission) {
+  auto self = shared_from_this();
+  std::unique_ptr<Slot> slot(raw_slot);
+  std::unique_ptr<CommandProcessor::Admission> admission(raw_admission);
   const v1::CommandEnvelope& command = slot->frame->command();
   CommandProcessor::Response response;
   try {
-    response = co_await shared_.processor.Run(std::move(admission), command, &slot->arena,
-                                              principal_);
+    response =
+        co_await shared_.processor.Run(std::move(*admission), command, &slot->arena, principal_);
   } catch (const std::exception& e) {
     response = shared_.processor.Refuse(
         command, absl::InternalError(absl::StrCat("the server failed: ", e.what())));
@@ -228,9 +231,9 @@ Awaitable<void> CommandSession::Execute(std::shared_ptr<CommandSession> self,
   // The response must fit in a frame; the tag and length take at most 11 bytes.
   if (response->size() + 11 > shared_.options.max_frame_bytes) {
     response = shared_.processor.Refuse(
-        command, absl::InternalError(absl::StrCat("the response of ", response->size(),
-                                                  " bytes exceeds max_frame_bytes=",
-                                                  shared_.options.max_frame_bytes)));
+        command, absl::InternalError(absl::StrCat(
+                     "the response of ", response->size(),
+                     " bytes exceeds max_frame_bytes=", shared_.options.max_frame_bytes)));
   }
   SendResponse(*response);
   slot.reset();
@@ -252,8 +255,8 @@ void CommandSession::OnCommandDone() {
 void CommandSession::SendFrame(const v1::Frame& frame) {
   if (closed_) return;
   if (auto status = out_.Append(frame); !status.ok()) {
-    Log(LogLevel::kError, absl::StrCat("session ", id_, ": cannot send ", KindName(frame), ": ",
-                                       status.message()));
+    Log(LogLevel::kError,
+        absl::StrCat("session ", id_, ": cannot send ", KindName(frame), ": ", status.message()));
     return;
   }
   WakeWriter();
@@ -262,8 +265,8 @@ void CommandSession::SendFrame(const v1::Frame& frame) {
 void CommandSession::SendResponse(const std::string& response) {
   if (closed_) return;
   if (auto status = out_.AppendSerialized(v1::Frame::kResponse, response); !status.ok()) {
-    Log(LogLevel::kError, absl::StrCat("session ", id_, ": cannot send a response: ",
-                                       status.message()));
+    Log(LogLevel::kError,
+        absl::StrCat("session ", id_, ": cannot send a response: ", status.message()));
     return;
   }
   WakeWriter();
@@ -317,7 +320,8 @@ void CommandSession::WakeWriter() {
   if (writer_waiting_) write_signal_.cancel();
 }
 
-Awaitable<void> CommandSession::Writer(std::shared_ptr<CommandSession> self) {
+Awaitable<void> CommandSession::Writer() {
+  auto self = shared_from_this();
   while (!closed_) {
     if (out_.empty()) {
       if (close_after_flush_) break;
@@ -343,7 +347,8 @@ Awaitable<void> CommandSession::Writer(std::shared_ptr<CommandSession> self) {
   }
 }
 
-Awaitable<void> CommandSession::Watchdog(std::shared_ptr<CommandSession> self) {
+Awaitable<void> CommandSession::Watchdog() {
+  auto self = shared_from_this();
   while (!closed_) {
     watchdog_.expires_at(std::min(read_deadline_, write_deadline_));
     co_await watchdog_.async_wait(kUse);

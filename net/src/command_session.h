@@ -38,10 +38,11 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
  private:
   struct Slot;
 
-  Awaitable<void> Writer(std::shared_ptr<CommandSession> self);
-  Awaitable<void> Watchdog(std::shared_ptr<CommandSession> self);
-  Awaitable<void> Execute(std::shared_ptr<CommandSession> self, std::unique_ptr<Slot> slot,
-                          CommandProcessor::Admission admission);
+  // Each coroutine takes a local reference to the session before its first suspension (not a
+  // by-value parameter: GCC 12 can destroy those twice).
+  Awaitable<void> Writer();
+  Awaitable<void> Watchdog();
+  Awaitable<void> Execute(Slot* slot, CommandProcessor::Admission* admission);
 
   // Handles one decoded frame; false when the session must stop reading.
   bool OnFrame(std::unique_ptr<Slot>& slot);

@@ -160,9 +160,8 @@ absl::Status FrameEncoder::Append(const v1::Frame& frame) {
   }
   const std::size_t body = frame.ByteSizeLong();
   if (body > limits_.max_frame_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("frame of ", body,
-                                                   " bytes exceeds max_frame_bytes=",
-                                                   limits_.max_frame_bytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "frame of ", body, " bytes exceeds max_frame_bytes=", limits_.max_frame_bytes));
   }
   std::byte* out = Grow(kFrameHeaderBytes + body);
   WriteFrameHeader(static_cast<std::uint32_t>(body), out);
@@ -174,16 +173,15 @@ absl::Status FrameEncoder::AppendSerialized(v1::Frame::KindCase kind, std::strin
   if (kind == v1::Frame::KIND_NOT_SET) {
     return absl::InvalidArgumentError("cannot encode a cqrs.v1.Frame with no kind set");
   }
-  using google::protobuf::io::CodedOutputStream;
   using google::protobuf::internal::WireFormatLite;
-  const std::uint32_t tag = WireFormatLite::MakeTag(static_cast<int>(kind),
-                                                    WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+  using google::protobuf::io::CodedOutputStream;
+  const std::uint32_t tag =
+      WireFormatLite::MakeTag(static_cast<int>(kind), WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
   const std::size_t body = CodedOutputStream::VarintSize32(tag) +
                            CodedOutputStream::VarintSize64(message.size()) + message.size();
   if (body > limits_.max_frame_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("frame of ", body,
-                                                   " bytes exceeds max_frame_bytes=",
-                                                   limits_.max_frame_bytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "frame of ", body, " bytes exceeds max_frame_bytes=", limits_.max_frame_bytes));
   }
   std::byte* out = Grow(kFrameHeaderBytes + body);
   WriteFrameHeader(static_cast<std::uint32_t>(body), out);

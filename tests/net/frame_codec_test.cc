@@ -281,13 +281,12 @@ TEST(FrameEncoder, AppendSerializedMatchesAppend) {
     ASSERT_TRUE(whole.Append(frame).ok());
     // The kind's message alone, serialized, then framed without building a Frame.
     const auto* field = v1::Frame::descriptor()->FindFieldByNumber(frame.kind_case());
-    const std::string message =
-        frame.GetReflection()->GetMessage(frame, field).SerializeAsString();
+    const std::string message = frame.GetReflection()->GetMessage(frame, field).SerializeAsString();
     FrameEncoder serialized;
     ASSERT_TRUE(serialized.AppendSerialized(frame.kind_case(), message).ok());
-    EXPECT_EQ(std::string(reinterpret_cast<const char*>(serialized.data().data()),
-                          serialized.size()),
-              std::string(reinterpret_cast<const char*>(whole.data().data()), whole.size()))
+    EXPECT_EQ(
+        std::string(reinterpret_cast<const char*>(serialized.data().data()), serialized.size()),
+        std::string(reinterpret_cast<const char*>(whole.data().data()), whole.size()))
         << field->name();
   }
   FrameEncoder small({.max_frame_bytes = 8});

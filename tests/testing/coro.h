@@ -66,6 +66,15 @@ inline void Run(asio::io_context& io, Awaitable<void> coroutine,
   if (error) std::rethrow_exception(error);
 }
 
+// Lets every coroutine still on `io` finish (after the objects they serve were closed), so that
+// none is destroyed half-way with the io_context. Fails when work remains after `deadline`.
+inline void Drain(asio::io_context& io,
+                  std::chrono::steady_clock::duration deadline = kDefaultDeadline) {
+  io.restart();
+  io.run_for(deadline);
+  if (!io.stopped()) throw std::runtime_error("io_context still busy after its drain deadline");
+}
+
 }  // namespace cqrs::testing
 
 #endif  // CQRS_TESTS_TESTING_CORO_H_

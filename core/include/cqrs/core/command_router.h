@@ -102,9 +102,9 @@ constexpr bool CheckHandler() {
 class CommandRouter {
  public:
   // Runs a parsed command; fills the reply payload of `response` on success.
-  using Invoker = std::function<Awaitable<absl::Status>(
-      const google::protobuf::Message& command, CommandContext& ctx,
-      v1::CommandResponseEnvelope& response)>;
+  using Invoker = std::function<Awaitable<absl::Status>(const google::protobuf::Message& command,
+                                                        CommandContext& ctx,
+                                                        v1::CommandResponseEnvelope& response)>;
 
   explicit CommandRouter(ServiceInfo service = {});
   ~CommandRouter();
@@ -118,9 +118,9 @@ class CommandRouter {
   [[nodiscard]] absl::Status Handle(Handler handler) {
     if constexpr (internal::CheckHandler<Command, Handler>()) {
       return Register(Command::descriptor()->full_name(), &Command::default_instance(),
-                      [handler = std::move(handler)](const google::protobuf::Message& command,
-                                                     CommandContext& ctx,
-                                                     v1::CommandResponseEnvelope& response) mutable {
+                      [handler = std::move(handler)](
+                          const google::protobuf::Message& command, CommandContext& ctx,
+                          v1::CommandResponseEnvelope& response) mutable {
                         return Invoke<Command>(handler, command, ctx, response);
                       });
     } else {
@@ -133,9 +133,9 @@ class CommandRouter {
   // Adds a coroutine `(const google::protobuf::Message&, CommandContext&, Next)` returning
   // Awaitable<absl::Status> as an interceptor.
   template <typename Fn>
-    requires std::is_invocable_r_v<Awaitable<absl::Status>, Fn&,
-                                   const google::protobuf::Message&, CommandContext&, Next>
-  void Use(Fn fn) {
+  requires std::is_invocable_r_v<Awaitable<absl::Status>, Fn&, const google::protobuf::Message&,
+                                 CommandContext&, Next> void
+  Use(Fn fn) {
     struct FunctionInterceptor final : Interceptor {
       explicit FunctionInterceptor(Fn f) : fn(std::move(f)) {}
       Awaitable<absl::Status> Intercept(const google::protobuf::Message& command,

@@ -5,9 +5,9 @@
 //
 //   auto claim = cache.Begin(command.id());
 //   switch (claim.state()) {
-//     case IdempotencyCache::kNew:     response = run(); cache.Finish(claim, response, true); break;
-//     case IdempotencyCache::kDone:    response = claim.response(); break;
-//     case IdempotencyCache::kRunning: response = co_await cache.WaitFor(claim); break;
+//     case IdempotencyCache::kNew:     response = run(); cache.Finish(claim, response, true);
+//     break; case IdempotencyCache::kDone:    response = claim.response(); break; case
+//     IdempotencyCache::kRunning: response = co_await cache.WaitFor(claim); break;
 //   }
 //
 // Memory is bounded by `max_bytes` (ids + serialized responses + bookkeeping): when full, the

@@ -38,7 +38,8 @@ inline absl::Time FromTimestamp(const google::protobuf::Timestamp& timestamp) {
 inline std::chrono::steady_clock::duration ToChrono(absl::Duration d) {
   if (d <= absl::ZeroDuration()) return std::chrono::steady_clock::duration::zero();
   if (d == absl::InfiniteDuration()) return std::chrono::steady_clock::duration::max();
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(absl::ToChronoNanoseconds(d));
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      absl::ToChronoNanoseconds(d));
 }
 
 }  // namespace cqrs

@@ -67,8 +67,8 @@ struct CommandServerStats {
   std::uint64_t connections_accepted = 0;
   std::uint64_t connections_refused = 0;  // Over max_connections.
   std::uint64_t connections_open = 0;
-  std::uint64_t commands = 0;             // Command frames received.
-  std::uint64_t protocol_errors = 0;      // Error frames sent.
+  std::uint64_t commands = 0;         // Command frames received.
+  std::uint64_t protocol_errors = 0;  // Error frames sent.
 };
 
 class CommandServer {

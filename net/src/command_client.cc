@@ -1,0 +1,467 @@
+#include "cqrs/net/command_client.h"
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <random>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "cqrs/core/log.h"
+#include "cqrs/core/time_util.h"
+
+namespace cqrs::net {
+namespace {
+
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using Result = absl::StatusOr<v1::CommandResponseEnvelope>;
+using Handler = asio::any_completion_handler<void(Result)>;
+constexpr auto kUse = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kReadChunk = 64 * 1024;
+
+std::string RandomUuid(std::mt19937_64& random) {
+  const std::uint64_t hi = random();
+  const std::uint64_t lo = random();
+  return absl::StrFormat("%08x-%04x-4%03x-%04x-%012x", hi >> 32, (hi >> 16) & 0xffff,
+                         hi & 0x0fff, ((lo >> 48) & 0x3fff) | 0x8000, lo & 0xffffffffffff);
+}
+
+}  // namespace
+
+struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
+  struct Pending {
+    std::string bytes;  // The serialized CommandEnvelope.
+    std::uint64_t seq = 0;
+    std::multimap<Clock::time_point, std::string>::iterator deadline;
+    // Optional, to be emplaced: Asio 1.26's any_completion_handler move assignment recurses.
+    std::optional<Handler> handler;
+    bool sent = false;     // On the current connection.
+    bool ever_sent = false;
+  };
+
+  Impl(asio::any_io_executor executor, CommandClientOptions opts)
+      : ex(std::move(executor)),
+        options(std::move(opts)),
+        socket(ex),
+        out({.max_frame_bytes = options.max_frame_bytes}),
+        writing({.max_frame_bytes = options.max_frame_bytes}),
+        write_signal(ex),
+        deadline_timer(ex),
+        backoff_timer(ex),
+        random(std::random_device{}()) {
+    deadline_timer.expires_at(Clock::time_point::max());
+  }
+
+  std::string Endpoint() const { return absl::StrCat(options.host, ":", options.port); }
+
+  // --- completion -----------------------------------------------------------------------------
+
+  void Complete(absl::flat_hash_map<std::string, Pending>::iterator it, Result result) {
+    std::optional<Handler> handler = std::move(it->second.handler);
+    deadlines.erase(it->second.deadline);
+    pending.erase(it);
+    if (!handler || !*handler) return;
+    asio::get_associated_cancellation_slot(*handler).clear();
+    asio::post(ex, [handler = std::move(*handler), result = std::move(result)]() mutable {
+      std::move(handler)(std::move(result));
+    });
+  }
+
+  void FailAll(const absl::Status& status) {
+    while (!pending.empty()) Complete(pending.begin(), status);
+  }
+
+  void OnResponse(v1::CommandResponseEnvelope& response) {
+    const auto it = pending.find(response.command_id());
+    if (it == pending.end()) return;  // Cancelled or timed out meanwhile.
+    if (draining && response.status() == v1::CommandResponseEnvelope::UNAVAILABLE) {
+      // Refused by a server that is going away: not run; re-send after reconnecting.
+      it->second.sent = false;
+      return;
+    }
+    Complete(it, std::move(response));
+  }
+
+  // --- sending --------------------------------------------------------------------------------
+
+  void WakeWriter() {
+    if (writer_waiting) write_signal.cancel();
+  }
+
+  void Transmit(Pending& p) {
+    if (!out.AppendSerialized(v1::Frame::kCommand, p.bytes).ok()) return;  // Checked in Send.
+    if (p.ever_sent) ++resent;
+    p.sent = p.ever_sent = true;
+    WakeWriter();
+  }
+
+  void TransmitUnsent() {
+    std::vector<Pending*> unsent;
+    for (auto& [id, p] : pending) {
+      if (!p.sent) unsent.push_back(&p);
+    }
+    std::sort(unsent.begin(), unsent.end(),
+              [](const Pending* a, const Pending* b) { return a->seq < b->seq; });
+    for (Pending* p : unsent) Transmit(*p);
+  }
+
+  void ArmDeadline(Clock::time_point deadline) {
+    if (deadline < deadline_timer.expiry()) deadline_timer.cancel();
+  }
+
+  // --- coroutines -----------------------------------------------------------------------------
+
+  // Coroutines keep the client alive with a local reference taken before their first suspension
+  // (not a by-value parameter: GCC 12 can destroy those twice).
+  Awaitable<void> Maintain() {
+    auto self = shared_from_this();
+    auto delay = std::chrono::duration<double, std::milli>(self->options.backoff.initial);
+    while (!self->closed) {
+      const absl::Status status = co_await self->Connect();
+      if (status.ok()) {
+        delay = self->options.backoff.initial;
+        co_await self->Serve();
+        if (self->closed) break;
+        continue;  // The connection worked: reconnect at once.
+      }
+      if (self->closed) break;
+      Log(LogLevel::kInfo, absl::StrCat("command client: ", status.message()));
+      std::uniform_real_distribution<double> spread(-self->options.backoff.jitter,
+                                                    self->options.backoff.jitter);
+      self->backoff_timer.expires_after(std::chrono::duration_cast<Clock::duration>(
+          delay * (1.0 + spread(self->random))));
+      co_await self->backoff_timer.async_wait(kUse);
+      delay = std::min(delay * self->options.backoff.multiplier,
+                       std::chrono::duration<double, std::milli>(self->options.backoff.max));
+    }
+  }
+
+  Awaitable<absl::Status> Connect() {
+    tcp::resolver resolver(ex);
+    auto [resolve_error, endpoints] =
+        co_await resolver.async_resolve(options.host, std::to_string(options.port), kUse);
+    if (resolve_error) {
+      co_return absl::UnavailableError(
+          absl::StrCat("cannot resolve ", options.host, ": ", resolve_error.message()));
+    }
+    socket = tcp::socket(ex);
+    // One deadline for connect + Hello: on expiry the socket closes and the step in progress
+    // fails.
+    asio::steady_timer timeout(ex);
+    // Shared with the timer's handler, which may run after this coroutine has moved on.
+    auto fired = std::make_shared<bool>(false);
+    auto armed = std::make_shared<bool>(true);
+    timeout.expires_after(options.connect_timeout);
+    timeout.async_wait([this, fired, armed](const boost::system::error_code& ec) {
+      if (ec || !*armed) return;
+      *fired = true;
+      boost::system::error_code ignored;
+      socket.close(ignored);
+    });
+    const absl::Status status = co_await Handshake(endpoints);
+    *armed = false;
+    timeout.cancel();
+    if (*fired) {
+      co_return absl::UnavailableError(absl::StrCat("connecting to ", Endpoint(), " took over ",
+                                                    options.connect_timeout.count(), "ms"));
+    }
+    co_return status;
+  }
+
+  Awaitable<absl::Status> Handshake(const tcp::resolver::results_type& endpoints) {
+    auto [connect_error, endpoint] = co_await asio::async_connect(socket, endpoints, kUse);
+    if (connect_error) {
+      co_return absl::UnavailableError(
+          absl::StrCat("cannot connect to ", Endpoint(), ": ", connect_error.message()));
+    }
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    v1::Frame hello;
+    hello.mutable_hello()->set_protocol_version(1);
+    hello.mutable_hello()->set_client_name(options.client_name);
+    hello.mutable_hello()->set_auth_token(options.auth_token);
+    FrameEncoder encoder;
+    if (auto status = encoder.Append(hello); !status.ok()) co_return status;
+    auto [write_error, written] = co_await asio::async_write(
+        socket, asio::buffer(encoder.data().data(), encoder.size()), kUse);
+    if (write_error) {
+      co_return absl::UnavailableError(
+          absl::StrCat("sending Hello to ", Endpoint(), ": ", write_error.message()));
+    }
+    decoder = FrameDecoder({.max_frame_bytes = options.max_frame_bytes});
+    v1::Frame frame;
+    for (;;) {
+      const DecodeResult result = decoder.Next(frame);
+      if (result == DecodeResult::kFrame) break;
+      if (result != DecodeResult::kNeedMore) {
+        co_return absl::UnavailableError(absl::StrCat("bad frame from ", Endpoint(), ": ",
+                                                      decoder.error().message()));
+      }
+      const auto space = decoder.Prepare(kReadChunk);
+      auto [read_error, n] =
+          co_await socket.async_read_some(asio::buffer(space.data(), space.size()), kUse);
+      if (read_error) {
+        co_return absl::UnavailableError(
+            absl::StrCat("reading HelloAck from ", Endpoint(), ": ", read_error.message()));
+      }
+      decoder.Commit(n);
+    }
+    if (frame.has_error()) {
+      co_return absl::UnavailableError(
+          absl::StrCat(Endpoint(), " refused the connection: ",
+                       v1::Error::Code_Name(frame.error().code()), ": ", frame.error().message()));
+    }
+    if (!frame.has_hello_ack()) {
+      co_return absl::UnavailableError(
+          absl::StrCat(Endpoint(), " did not answer Hello with HelloAck"));
+    }
+    co_return absl::OkStatus();
+  }
+
+  // Runs one established connection until it ends.
+  Awaitable<void> Serve() {
+    auto self = shared_from_this();
+    connected = true;
+    draining = false;
+    ++connects;
+    const std::uint64_t generation = ++connection;
+    out.Clear();
+    TransmitUnsent();
+    asio::co_spawn(ex, Writer(generation), asio::detached);
+    v1::Frame frame;
+    bool alive = true;
+    while (alive && !closed) {
+      for (;;) {
+        const DecodeResult result = decoder.Next(frame);
+        if (result == DecodeResult::kNeedMore) break;
+        if (result != DecodeResult::kFrame) {
+          Log(LogLevel::kWarning, absl::StrCat("command client: bad frame from ", Endpoint(),
+                                               ": ", decoder.error().message()));
+          alive = false;
+          break;
+        }
+        alive = OnFrame(frame);
+        if (!alive) break;
+      }
+      if (!alive) break;
+      const auto space = decoder.Prepare(kReadChunk);
+      auto [ec, n] =
+          co_await socket.async_read_some(asio::buffer(space.data(), space.size()), kUse);
+      if (ec) break;
+      decoder.Commit(n);
+    }
+    connected = false;
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    WakeWriter();
+    for (auto& [id, p] : pending) p.sent = false;
+  }
+
+  bool OnFrame(v1::Frame& frame) {
+    switch (frame.kind_case()) {
+      case v1::Frame::kResponse:
+        OnResponse(*frame.mutable_response());
+        return true;
+      case v1::Frame::kGoAway:
+        draining = true;
+        Log(LogLevel::kInfo, absl::StrCat("command client: ", Endpoint(),
+                                          " is going away: ", frame.go_away().reason()));
+        return true;
+      case v1::Frame::kPing: {
+        v1::Frame pong;
+        pong.mutable_pong()->set_nonce(frame.ping().nonce());
+        if (out.Append(pong).ok()) WakeWriter();
+        return true;
+      }
+      case v1::Frame::kError:
+        Log(frame.error().fatal() ? LogLevel::kWarning : LogLevel::kInfo,
+            absl::StrCat("command client: ", Endpoint(), " reported ",
+                         v1::Error::Code_Name(frame.error().code()), ": ",
+                         frame.error().message()));
+        return !frame.error().fatal();
+      default:
+        return true;
+    }
+  }
+
+  Awaitable<void> Writer(std::uint64_t generation) {
+    auto self = shared_from_this();
+    while (!closed && connected && generation == connection) {
+      if (out.empty()) {
+        writer_waiting = true;
+        write_signal.expires_at(Clock::time_point::max());
+        co_await write_signal.async_wait(kUse);
+        writer_waiting = false;
+        continue;
+      }
+      std::swap(out, writing);
+      auto [ec, n] = co_await asio::async_write(
+          socket, asio::buffer(writing.data().data(), writing.size()), kUse);
+      writing.Clear();
+      if (ec) {
+        boost::system::error_code ignored;
+        if (generation == connection) socket.close(ignored);
+        break;
+      }
+    }
+  }
+
+  Awaitable<void> Deadlines() {
+    auto self = shared_from_this();
+    while (!self->closed) {
+      self->deadline_timer.expires_at(self->deadlines.empty() ? Clock::time_point::max()
+                                                              : self->deadlines.begin()->first);
+      co_await self->deadline_timer.async_wait(kUse);
+      const auto now = Clock::now();
+      while (!self->deadlines.empty() && self->deadlines.begin()->first <= now) {
+        const auto it = self->pending.find(self->deadlines.begin()->second);
+        self->Complete(it, self->connected
+                               ? absl::DeadlineExceededError("no response before the deadline")
+                               : absl::UnavailableError(absl::StrCat(
+                                     "not connected to ", self->Endpoint(),
+                                     " before the deadline")));
+      }
+    }
+  }
+
+  void Close() {
+    if (closed) return;
+    closed = true;
+    FailAll(absl::CancelledError("the command client was closed"));
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    write_signal.cancel();
+    deadline_timer.cancel();
+    backoff_timer.cancel();
+  }
+
+  asio::any_io_executor ex;
+  const CommandClientOptions options;
+  tcp::socket socket;
+  FrameDecoder decoder;
+  FrameEncoder out;
+  FrameEncoder writing;
+  asio::steady_timer write_signal;
+  asio::steady_timer deadline_timer;
+  asio::steady_timer backoff_timer;
+  std::mt19937_64 random;
+  absl::flat_hash_map<std::string, Pending> pending;
+  std::multimap<Clock::time_point, std::string> deadlines;
+  std::uint64_t next_seq = 0;
+  std::uint64_t connection = 0;
+  std::uint64_t connects = 0;
+  std::uint64_t resent = 0;
+  bool connected = false;
+  bool draining = false;
+  bool closed = false;
+  bool writer_waiting = false;
+};
+
+std::shared_ptr<CommandClient> CommandClient::Create(asio::any_io_executor executor,
+                                                     CommandClientOptions options) {
+  auto impl = std::make_shared<Impl>(executor, std::move(options));
+  asio::co_spawn(executor, impl->Maintain(), asio::detached);
+  asio::co_spawn(executor, impl->Deadlines(), asio::detached);
+  return std::shared_ptr<CommandClient>(new CommandClient(std::move(impl)));
+}
+
+CommandClient::CommandClient(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+CommandClient::~CommandClient() {
+  asio::post(impl_->ex, [impl = impl_] { impl->Close(); });
+}
+
+void CommandClient::Close() { impl_->Close(); }
+bool CommandClient::connected() const { return impl_->connected; }
+asio::any_io_executor CommandClient::get_executor() const { return impl_->ex; }
+
+CommandClientStats CommandClient::stats() const {
+  return {.connects = impl_->connects, .resent = impl_->resent, .pending = impl_->pending.size()};
+}
+
+Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Send(
+    const google::protobuf::Message& command, SendOptions options) {
+  v1::CommandEnvelope envelope;
+  envelope.set_id(options.id.empty() ? RandomUuid(impl_->random) : std::move(options.id));
+  envelope.set_subject(std::move(options.subject));
+  envelope.set_type(command.GetDescriptor()->full_name());
+  envelope.mutable_payload()->PackFrom(command);
+  envelope.set_service_id(impl_->options.client_name);
+  envelope.set_correlation_id(std::move(options.correlation_id));
+  envelope.set_causation_id(std::move(options.causation_id));
+  envelope.set_transaction_id(std::move(options.transaction_id));
+  for (auto& [key, value] : options.metadata) {
+    (*envelope.mutable_metadata())[std::move(key)] = std::move(value);
+  }
+  return SendEnvelope(std::move(envelope), options.timeout);
+}
+
+Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::SendEnvelope(
+    v1::CommandEnvelope envelope, std::optional<std::chrono::milliseconds> timeout) {
+  auto impl = impl_;
+  if (impl->closed) co_return absl::CancelledError("the command client was closed");
+  if (envelope.id().empty()) co_return absl::InvalidArgumentError("the command has no id");
+  if (impl->pending.contains(envelope.id())) {
+    co_return absl::InvalidArgumentError(
+        absl::StrCat("a command with id ", envelope.id(), " is already pending"));
+  }
+  if (impl->pending.size() >= impl->options.max_pending) {
+    co_return absl::ResourceExhaustedError(absl::StrCat(
+        "max_pending=", impl->options.max_pending, " commands are already waiting"));
+  }
+  const auto wait = timeout.value_or(impl->options.default_timeout);
+  if (!envelope.has_timestamp()) SetTimestamp(absl::Now(), *envelope.mutable_timestamp());
+  SetTimestamp(absl::Now() + absl::FromChrono(wait), *envelope.mutable_deadline());
+  std::string bytes = envelope.SerializeAsString();
+  if (bytes.size() + 16 > impl->options.max_frame_bytes) {
+    co_return absl::InvalidArgumentError(absl::StrCat("the command of ", bytes.size(),
+                                                      " bytes exceeds max_frame_bytes=",
+                                                      impl->options.max_frame_bytes));
+  }
+  const std::string id = envelope.id();
+  // The initiation captures only references and raw pointers: GCC 12 may destroy temporaries of
+  // a co_await expression twice, which would corrupt a captured shared_ptr's count.
+  Impl* const raw = impl.get();
+  co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(Result)>(
+      [raw, &id, &bytes, &wait](auto handler) {
+        Impl* const impl = raw;
+        const auto deadline = Clock::now() + wait;
+        Impl::Pending& p = impl->pending[id];
+        p.bytes = std::move(bytes);
+        p.seq = impl->next_seq++;
+        p.deadline = impl->deadlines.emplace(deadline, id);
+        p.handler.emplace(std::move(handler));
+        // The handler's own slot (any_completion_handler forwards the caller's cancellation to
+        // it), so that nothing is left installed on the caller's slot after completion.
+        auto slot = asio::get_associated_cancellation_slot(*p.handler);
+        if (slot.is_connected()) {
+          slot.assign([weak = impl->weak_from_this(), id](asio::cancellation_type) {
+            auto impl = weak.lock();
+            if (!impl) return;
+            if (auto it = impl->pending.find(id); it != impl->pending.end()) {
+              impl->Complete(it, absl::CancelledError("the Send was cancelled"));
+            }
+          });
+        }
+        if (impl->connected && !impl->draining) impl->Transmit(p);
+        impl->ArmDeadline(deadline);
+      },
+      asio::use_awaitable);
+}
+
+}  // namespace cqrs::net
