@@ -413,7 +413,18 @@ Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Send(
 
 Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::SendEnvelope(
     v1::CommandEnvelope envelope, std::optional<std::chrono::milliseconds> timeout) {
-  auto impl = impl_;
+  // Not a coroutine: the envelope moves to the heap and the coroutine below takes only
+  // trivially destructible parameters (GCC 12 miscompiles the destruction of some by-value
+  // coroutine parameters).
+  return Transmit(impl_.get(), new v1::CommandEnvelope(std::move(envelope)),
+                  timeout.value_or(impl_->options.default_timeout));
+}
+
+Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Transmit(
+    Impl* raw_impl, v1::CommandEnvelope* raw_envelope, std::chrono::milliseconds wait) {
+  std::unique_ptr<v1::CommandEnvelope> owned(raw_envelope);
+  v1::CommandEnvelope& envelope = *owned;
+  std::shared_ptr<Impl> impl = raw_impl->shared_from_this();
   if (impl->closed) co_return absl::CancelledError("the command client was closed");
   if (envelope.id().empty()) co_return absl::InvalidArgumentError("the command has no id");
   if (impl->pending.contains(envelope.id())) {
@@ -424,7 +435,6 @@ Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::SendEnvelo
     co_return absl::ResourceExhaustedError(absl::StrCat(
         "max_pending=", impl->options.max_pending, " commands are already waiting"));
   }
-  const auto wait = timeout.value_or(impl->options.default_timeout);
   if (!envelope.has_timestamp()) SetTimestamp(absl::Now(), *envelope.mutable_timestamp());
   SetTimestamp(absl::Now() + absl::FromChrono(wait), *envelope.mutable_deadline());
   std::string bytes = envelope.SerializeAsString();

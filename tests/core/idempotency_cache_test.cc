@@ -133,8 +133,8 @@ TEST(IdempotencyCacheTest, DuplicateWhileRunningWaitsForTheFirstResponse) {
   EXPECT_EQ(got_late.get(), late_response.get());
 }
 
-Awaitable<void> WaitOnStrand(IdempotencyCache& cache, Claim claim, PoolStrand strand,
-                             Response& out, bool& on_strand) {
+Awaitable<void> WaitOnStrand(IdempotencyCache& cache, Claim claim, PoolStrand strand, Response& out,
+                             bool& on_strand) {
   out = co_await cache.WaitFor(std::move(claim));
   on_strand = strand.running_in_this_thread();
 }
@@ -174,8 +174,8 @@ TEST(IdempotencyCacheTest, WaiterOnAnotherThreadResumesOnItsExecutor) {
   ops.push_back(asio::co_spawn(asio::any_io_executor(strand),
                                WaitOnStrand(cache, second, strand, got, on_strand),
                                asio::deferred));
-  ops.push_back(asio::co_spawn(io.get_executor(), FinishWith(cache, first, response),
-                               asio::deferred));
+  ops.push_back(
+      asio::co_spawn(io.get_executor(), FinishWith(cache, first, response), asio::deferred));
   cqrs::testing::Run(io, WhenAll(std::move(ops)));
   EXPECT_EQ(got.get(), response.get());
   EXPECT_TRUE(on_strand);
@@ -299,7 +299,7 @@ std::size_t EntryCost(std::size_t response_size) {
 }
 
 TEST(IdempotencyCacheTest, ResponseThatFitsMaxBytesIsRemembered) {
-  GTEST_SKIP() << "bug: core/src/idempotency_cache.cc:105-109 enforces max_bytes per shard "
+  GTEST_SKIP() << "bug: core/src/idempotency_cache.cc:98-101 enforces max_bytes per shard "
                   "(budget = max_bytes / 16): a response larger than max_bytes/16 is forgotten "
                   "the moment it is finished, even in an empty cache, so its duplicates run again";
   const IdempotencyOptions options{.window = absl::Hours(1), .max_bytes = 64 * 1024};
@@ -311,7 +311,7 @@ TEST(IdempotencyCacheTest, ResponseThatFitsMaxBytesIsRemembered) {
 }
 
 TEST(IdempotencyCacheTest, HoldsAsManyEntriesAsMaxBytesAllowsAndForgetsOldestFirst) {
-  GTEST_SKIP() << "bug: core/src/idempotency_cache.cc:105-109 evicts per shard (budget "
+  GTEST_SKIP() << "bug: core/src/idempotency_cache.cc:98-101 evicts per shard (budget "
                   "max_bytes / 16), not the oldest entries of the cache: with room for 20 "
                   "entries, the 21st id hashed into a full shard evicts a newer entry while "
                   "older ones in other shards stay";

@@ -275,7 +275,7 @@ TEST(SubjectSequencerTest, ActiveSubjectsCountsRunningAndWaitingSubjects) {
     EXPECT_EQ(sequencer.active_subjects(), 1u);
     a1.Release();
     EXPECT_EQ(sequencer.active_subjects(), 1u);  // `a2` is now running.
-  }  // `a2` released by its destructor.
+  }                                              // `a2` released by its destructor.
   EXPECT_EQ(sequencer.active_subjects(), 0u);
 }
 
@@ -322,16 +322,10 @@ TEST(SubjectSequencerTest, HandsTurnsAcrossExecutorsAndThreadsInOrder) {
     const int subject = arrivals[k].second;
     const int index = k / 2;
     const PoolStrand& strand = strands[index % 2];
-    ops.push_back(Spawn(strand, RunOnStrand(shared, std::move(arrivals[k].first), subject, index,
-                                            strand)));
+    ops.push_back(
+        Spawn(strand, RunOnStrand(shared, std::move(arrivals[k].first), subject, index, strand)));
   }
-  try {
-    cqrs::testing::Run(io, WhenAll(std::move(ops)), std::chrono::seconds(2));
-  } catch (const std::exception& e) {
-    std::string all;
-    for (auto& x : shared.log.entries()) all += x + " ";
-    ADD_FAILURE() << e.what() << " log: " << all << " in_flight " << shared.in_flight[0] << "," << shared.in_flight[1] << " active " << shared.sequencer.active_subjects();
-  }
+  cqrs::testing::Run(io, WhenAll(std::move(ops)));
   pool.join();
 
   std::vector<std::string> per_subject[2];

@@ -34,6 +34,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "cqrs/core/asio.h"
 #include "cqrs/core/command_status.h"
 #include "cqrs/net/frame_codec.h"
@@ -98,26 +99,31 @@ class CommandClient : public std::enable_shared_from_this<CommandClient> {
   // kResourceExhausted (max_pending reached), kInvalidArgument (id already pending, or too
   // large for a frame). Supports terminal cancellation through the awaiting coroutine.
   Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> Send(
-      const google::protobuf::Message& command, SendOptions options = {});
+      const google::protobuf::Message& command, SendOptions options);
+  Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> Send(
+      const google::protobuf::Message& command) {
+    return Send(command, SendOptions());
+  }
   // Like Send for a fully built envelope (its id is required); `timeout` as in SendOptions.
   Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> SendEnvelope(
-      v1::CommandEnvelope envelope, std::optional<std::chrono::milliseconds> timeout = {});
+      v1::CommandEnvelope envelope, std::optional<std::chrono::milliseconds> timeout);
+  Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> SendEnvelope(
+      v1::CommandEnvelope envelope) {
+    return SendEnvelope(std::move(envelope), std::nullopt);
+  }
 
   // Send, then the typed reply: OK -> the Reply unpacked from the payload; any other status ->
   // that status as an absl::Status (REJECTED -> kFailedPrecondition, with the error code).
   template <typename Reply>
   Awaitable<absl::StatusOr<Reply>> Call(const google::protobuf::Message& command,
-                                        SendOptions options = {}) {
-    auto response = co_await Send(command, std::move(options));
-    if (!response.ok()) co_return response.status();
-    if (absl::Status status = StatusOf(*response); !status.ok()) co_return status;
-    Reply reply;
-    if (!response->payload().UnpackTo(&reply)) {
-      co_return absl::InvalidArgumentError(
-          absl::StrCat("the reply is a ", response->payload().type_url(), ", not a ",
-                       Reply::descriptor()->full_name()));
-    }
-    co_return reply;
+                                        SendOptions options) {
+    return UnpackReply<Reply>(Send(command, std::move(options)));
+  }
+  // Overloads instead of default arguments: GCC 12 mis-destroys a default argument's temporary
+  // inside a caller's co_await expression.
+  template <typename Reply>
+  Awaitable<absl::StatusOr<Reply>> Call(const google::protobuf::Message& command) {
+    return Call<Reply>(command, SendOptions());
   }
 
   // Fails every pending Send with kCancelled and closes the connection for good.
@@ -129,6 +135,22 @@ class CommandClient : public std::enable_shared_from_this<CommandClient> {
  private:
   struct Impl;
   explicit CommandClient(std::shared_ptr<Impl> impl);
+  template <typename Reply>
+  static Awaitable<absl::StatusOr<Reply>> UnpackReply(
+      Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> sent) {
+    auto response = co_await std::move(sent);
+    if (!response.ok()) co_return response.status();
+    if (absl::Status status = StatusOf(*response); !status.ok()) co_return status;
+    Reply reply;
+    if (!response->payload().UnpackTo(&reply)) {
+      co_return absl::InvalidArgumentError(
+          absl::StrCat("the reply is a ", response->payload().type_url(), ", not a ",
+                       Reply::descriptor()->full_name()));
+    }
+    co_return reply;
+  }
+  static Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> Transmit(
+      Impl* impl, v1::CommandEnvelope* envelope, std::chrono::milliseconds wait);
   std::shared_ptr<Impl> impl_;
 };
 
