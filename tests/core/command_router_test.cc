@@ -13,7 +13,6 @@
 #include <vector>
 
 #include <google/protobuf/arena.h>
-#include <google/protobuf/wrappers.pb.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
