@@ -25,27 +25,57 @@ std::shared_ptr<const std::string> Serialize(const v1::CommandResponseEnvelope& 
 CommandProcessor::CommandProcessor(const CommandRouter& router, CommandProcessorOptions options)
     : router_(router), cache_(options.idempotency) {}
 
+CommandProcessor::Admission::Admission(Admission&& other) noexcept
+    : processor_(std::exchange(other.processor_, nullptr)),
+      claim_(std::move(other.claim_)),
+      turn_(std::move(other.turn_)) {}
+
+CommandProcessor::Admission& CommandProcessor::Admission::operator=(Admission&& other) noexcept {
+  if (this != &other) {
+    Abandon();
+    processor_ = std::exchange(other.processor_, nullptr);
+    claim_ = std::move(other.claim_);
+    turn_ = std::move(other.turn_);
+  }
+  return *this;
+}
+
+CommandProcessor::Admission::~Admission() { Abandon(); }
+
+void CommandProcessor::Admission::Abandon() {
+  if (processor_ == nullptr || claim_.state() != IdempotencyCache::kNew) return;
+  v1::CommandEnvelope command;
+  command.set_id(claim_.id_);
+  processor_->cache_.Finish(
+      claim_,
+      processor_->Refuse(command, absl::UnavailableError("the command was abandoned before it "
+                                                         "ran (its connection closed); retry it")),
+      /*remember=*/false);
+  processor_ = nullptr;
+}
+
 CommandProcessor::Admission CommandProcessor::Admit(const v1::CommandEnvelope& command) {
   Admission admission;
   if (command.id().empty()) return admission;
-  admission.tracked_ = true;
   admission.claim_ = cache_.Begin(command.id());
   if (admission.claim_.state() == IdempotencyCache::kNew) {
+    admission.processor_ = this;
     admission.turn_ = sequencer_.Enter(command.subject());
   }
   return admission;
 }
 
-Awaitable<CommandProcessor::Response> CommandProcessor::Run(Admission admission,
+Awaitable<CommandProcessor::Response> CommandProcessor::Run(Admission& admission,
                                                             const v1::CommandEnvelope& command,
                                                             google::protobuf::Arena* arena,
-                                                            std::string principal) {
-  if (admission.tracked_) {
+                                                            const std::string& principal) {
+  const bool tracked = !command.id().empty();
+  if (tracked) {
     switch (admission.claim_.state()) {
       case IdempotencyCache::kDone:
         co_return admission.claim_.response();
       case IdempotencyCache::kRunning:
-        co_return co_await cache_.WaitFor(std::move(admission.claim_));
+        co_return co_await cache_.WaitFor(admission.claim_);
       case IdempotencyCache::kNew:
         break;
     }
@@ -54,12 +84,15 @@ Awaitable<CommandProcessor::Response> CommandProcessor::Run(Admission admission,
   auto* response = google::protobuf::Arena::CreateMessage<v1::CommandResponseEnvelope>(arena);
   {
     CommandContext ctx(command, arena, &router_.service());
-    ctx.set_principal(std::move(principal));
+    ctx.set_principal(principal);
     co_await router_.Dispatch(ctx, *response);
   }
   admission.turn_.Release();
   Response bytes = Serialize(*response);
-  if (admission.tracked_) cache_.Finish(admission.claim_, bytes, Remember(response->status()));
+  if (tracked) {
+    cache_.Finish(admission.claim_, bytes, Remember(response->status()));
+    admission.processor_ = nullptr;
+  }
   co_return bytes;
 }
 

@@ -110,31 +110,28 @@ Awaitable<absl::Status> CommandRouter::Run(CommandContext& ctx,
   }
 
   Invocation call{&it->second, &interceptors_, parsed, &ctx, &response};
-  absl::Status status;
-  try {
-    if (!deadline) {
-      status = co_await Next(&call, 0)();
-    } else {
-      using namespace asio::experimental::awaitable_operators;
-      asio::steady_timer timer(co_await asio::this_coro::executor);
-      timer.expires_after(ToChrono(*deadline - absl::Now()));
-      auto raced = co_await (Next(&call, 0)() || timer.async_wait(asio::use_awaitable));
-      if (raced.index() == 0) {
-        status = std::get<0>(std::move(raced));
-      } else {
-        status =
-            WithErrorCode(absl::DeadlineExceededError("the command's deadline passed while it ran"),
+  if (!deadline) co_return co_await RunChain(&call, type);
+  // The chain never throws (RunChain turns exceptions into INTERNAL), so `||` — which waits for
+  // the first operand that succeeds — ends with whichever finishes first.
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  timer.expires_after(ToChrono(*deadline - absl::Now()));
+  auto raced = co_await (RunChain(&call, type) || timer.async_wait(asio::use_awaitable));
+  if (raced.index() == 0) co_return std::get<0>(std::move(raced));
+  co_return WithErrorCode(absl::DeadlineExceededError("the command's deadline passed while it ran"),
                           "DEADLINE_EXCEEDED");
-      }
-    }
+}
+
+Awaitable<absl::Status> CommandRouter::RunChain(Invocation* call, absl::string_view type) {
+  try {
+    co_return co_await Next(call, 0)();
   } catch (const std::exception& e) {
-    status = WithErrorCode(absl::InternalError("the handler failed"), "HANDLER_EXCEPTION",
-                           absl::StrCat("handler for ", type, " threw: ", e.what()));
+    co_return WithErrorCode(absl::InternalError("the handler failed"), "HANDLER_EXCEPTION",
+                            absl::StrCat("handler for ", type, " threw: ", e.what()));
   } catch (...) {
-    status = WithErrorCode(absl::InternalError("the handler failed"), "HANDLER_EXCEPTION",
-                           absl::StrCat("handler for ", type, " threw a non-std exception"));
+    co_return WithErrorCode(absl::InternalError("the handler failed"), "HANDLER_EXCEPTION",
+                            absl::StrCat("handler for ", type, " threw a non-std exception"));
   }
-  co_return status;
 }
 
 void CommandRouter::FillHeader(const v1::CommandEnvelope& command,

@@ -12,12 +12,10 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/hash/hash.h"
 
 namespace cqrs {
 namespace {
 
-constexpr std::size_t kShards = 16;
 // Map slot, FIFO slot, entry and control blocks: a fair estimate per remembered id.
 constexpr std::size_t kEntryOverhead = 160;
 using Clock = std::chrono::steady_clock;
@@ -31,7 +29,9 @@ struct IdempotencyCache::Entry {
       waiters;
 };
 
-struct IdempotencyCache::Shard {
+// One lock for the whole cache: the budget and the oldest-first order are global. The critical
+// sections are a hash lookup or insert and a FIFO push.
+struct IdempotencyCache::Table {
   struct Remembered {
     Clock::time_point expires;
     std::string id;
@@ -42,32 +42,27 @@ struct IdempotencyCache::Shard {
   std::deque<Remembered> fifo;  // Finished entries, oldest first.
   std::size_t bytes = 0;
 
-  void Forget(const Remembered& r) {
-    entries.erase(r.id);
-    bytes -= r.cost;
+  void ForgetOldest() {
+    entries.erase(fifo.front().id);
+    bytes -= fifo.front().cost;
+    fifo.pop_front();
   }
   void Expire(Clock::time_point now) {
-    while (!fifo.empty() && fifo.front().expires <= now) {
-      Forget(fifo.front());
-      fifo.pop_front();
-    }
+    while (!fifo.empty() && fifo.front().expires <= now) ForgetOldest();
   }
 };
 
-IdempotencyCache::IdempotencyCache(IdempotencyOptions options) : options_(options) {
-  for (std::size_t i = 0; i < kShards; ++i) shards_.push_back(std::make_unique<Shard>());
-}
+IdempotencyCache::IdempotencyCache(IdempotencyOptions options)
+    : options_(options), state_(std::make_unique<Table>()) {}
 
 IdempotencyCache::~IdempotencyCache() = default;
 
 IdempotencyCache::Claim IdempotencyCache::Begin(absl::string_view id) {
   Claim claim;
-  claim.shard_ = absl::HashOf(id) % kShards;
   claim.id_ = std::string(id);
-  Shard& shard = *shards_[claim.shard_];
-  std::lock_guard lock(shard.mutex);
-  shard.Expire(Clock::now());
-  auto [it, inserted] = shard.entries.try_emplace(claim.id_);
+  std::lock_guard lock(state_->mutex);
+  state_->Expire(Clock::now());
+  auto [it, inserted] = state_->entries.try_emplace(claim.id_);
   if (inserted) {
     it->second = std::make_shared<Entry>();
     claim.state_ = kNew;
@@ -84,26 +79,24 @@ IdempotencyCache::Claim IdempotencyCache::Begin(absl::string_view id) {
 void IdempotencyCache::Finish(Claim& claim, Response response, bool remember) {
   decltype(Entry::waiters) waiters;
   {
-    Shard& shard = *shards_[claim.shard_];
-    std::lock_guard lock(shard.mutex);
+    Table& state = *state_;
+    std::lock_guard lock(state.mutex);
     Entry& entry = *claim.entry_;
     entry.done = true;
     entry.response = response;
     waiters.swap(entry.waiters);
-    if (remember) {
-      const std::size_t cost = claim.id_.size() * 2 + response->size() + kEntryOverhead;
-      shard.fifo.push_back(
+    const std::size_t cost = claim.id_.size() * 2 + response->size() + kEntryOverhead;
+    if (remember && cost <= options_.max_bytes) {
+      state.fifo.push_back(
           {Clock::now() + absl::ToChronoNanoseconds(options_.window), claim.id_, cost});
-      shard.bytes += cost;
-      const std::size_t budget = options_.max_bytes / kShards;
-      while (shard.bytes > budget && !shard.fifo.empty()) {
-        shard.Forget(shard.fifo.front());
-        shard.fifo.pop_front();
-      }
+      state.bytes += cost;
+      while (state.bytes > options_.max_bytes) state.ForgetOldest();
     } else {
-      shard.entries.erase(claim.id_);
+      state.entries.erase(claim.id_);
     }
   }
+  claim.state_ = kDone;
+  claim.response_ = response;
   for (auto& [handler, executor] : waiters) {
     asio::post(executor, [handler = std::move(handler), response]() mutable {
       std::move(handler)(response);
@@ -111,13 +104,12 @@ void IdempotencyCache::Finish(Claim& claim, Response response, bool remember) {
   }
 }
 
-Awaitable<IdempotencyCache::Response> IdempotencyCache::WaitFor(Claim claim) {
+Awaitable<IdempotencyCache::Response> IdempotencyCache::WaitFor(const Claim& claim) {
   auto executor = co_await asio::this_coro::executor;
   co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(Response)>(
       // Captures only references: GCC 12 may destroy temporaries of a co_await expression twice.
       [this, &claim, &executor](auto handler) {
-        Shard& shard = *shards_[claim.shard_];
-        std::unique_lock lock(shard.mutex);
+        std::unique_lock lock(state_->mutex);
         if (claim.entry_->done) {
           Response response = claim.entry_->response;
           lock.unlock();
@@ -132,21 +124,13 @@ Awaitable<IdempotencyCache::Response> IdempotencyCache::WaitFor(Claim claim) {
 }
 
 std::size_t IdempotencyCache::size() const {
-  std::size_t n = 0;
-  for (const auto& shard : shards_) {
-    std::lock_guard lock(shard->mutex);
-    n += shard->entries.size();
-  }
-  return n;
+  std::lock_guard lock(state_->mutex);
+  return state_->entries.size();
 }
 
 std::size_t IdempotencyCache::bytes() const {
-  std::size_t n = 0;
-  for (const auto& shard : shards_) {
-    std::lock_guard lock(shard->mutex);
-    n += shard->bytes;
-  }
-  return n;
+  std::lock_guard lock(state_->mutex);
+  return state_->bytes;
 }
 
 }  // namespace cqrs

@@ -37,8 +37,8 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 std::string RandomUuid(std::mt19937_64& random) {
   const std::uint64_t hi = random();
   const std::uint64_t lo = random();
-  return absl::StrFormat("%08x-%04x-4%03x-%04x-%012x", hi >> 32, (hi >> 16) & 0xffff,
-                         hi & 0x0fff, ((lo >> 48) & 0x3fff) | 0x8000, lo & 0xffffffffffff);
+  return absl::StrFormat("%08x-%04x-4%03x-%04x-%012x", hi >> 32, (hi >> 16) & 0xffff, hi & 0x0fff,
+                         ((lo >> 48) & 0x3fff) | 0x8000, lo & 0xffffffffffff);
 }
 
 }  // namespace
@@ -50,7 +50,7 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     std::multimap<Clock::time_point, std::string>::iterator deadline;
     // Optional, to be emplaced: Asio 1.26's any_completion_handler move assignment recurses.
     std::optional<Handler> handler;
-    bool sent = false;     // On the current connection.
+    bool sent = false;  // On the current connection.
     bool ever_sent = false;
   };
 
@@ -143,8 +143,8 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
       Log(LogLevel::kInfo, absl::StrCat("command client: ", status.message()));
       std::uniform_real_distribution<double> spread(-self->options.backoff.jitter,
                                                     self->options.backoff.jitter);
-      self->backoff_timer.expires_after(std::chrono::duration_cast<Clock::duration>(
-          delay * (1.0 + spread(self->random))));
+      self->backoff_timer.expires_after(
+          std::chrono::duration_cast<Clock::duration>(delay * (1.0 + spread(self->random))));
       co_await self->backoff_timer.async_wait(kUse);
       delay = std::min(delay * self->options.backoff.multiplier,
                        std::chrono::duration<double, std::milli>(self->options.backoff.max));
@@ -209,8 +209,8 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
       const DecodeResult result = decoder.Next(frame);
       if (result == DecodeResult::kFrame) break;
       if (result != DecodeResult::kNeedMore) {
-        co_return absl::UnavailableError(absl::StrCat("bad frame from ", Endpoint(), ": ",
-                                                      decoder.error().message()));
+        co_return absl::UnavailableError(
+            absl::StrCat("bad frame from ", Endpoint(), ": ", decoder.error().message()));
       }
       const auto space = decoder.Prepare(kReadChunk);
       auto [read_error, n] =
@@ -222,9 +222,9 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
       decoder.Commit(n);
     }
     if (frame.has_error()) {
-      co_return absl::UnavailableError(
-          absl::StrCat(Endpoint(), " refused the connection: ",
-                       v1::Error::Code_Name(frame.error().code()), ": ", frame.error().message()));
+      co_return absl::UnavailableError(absl::StrCat(
+          Endpoint(), " refused the connection: ", v1::Error::Code_Name(frame.error().code()), ": ",
+          frame.error().message()));
     }
     if (!frame.has_hello_ack()) {
       co_return absl::UnavailableError(
@@ -250,8 +250,8 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
         const DecodeResult result = decoder.Next(frame);
         if (result == DecodeResult::kNeedMore) break;
         if (result != DecodeResult::kFrame) {
-          Log(LogLevel::kWarning, absl::StrCat("command client: bad frame from ", Endpoint(),
-                                               ": ", decoder.error().message()));
+          Log(LogLevel::kWarning, absl::StrCat("command client: bad frame from ", Endpoint(), ": ",
+                                               decoder.error().message()));
           alive = false;
           break;
         }
@@ -330,11 +330,11 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
       const auto now = Clock::now();
       while (!self->deadlines.empty() && self->deadlines.begin()->first <= now) {
         const auto it = self->pending.find(self->deadlines.begin()->second);
-        self->Complete(it, self->connected
-                               ? absl::DeadlineExceededError("no response before the deadline")
-                               : absl::UnavailableError(absl::StrCat(
-                                     "not connected to ", self->Endpoint(),
-                                     " before the deadline")));
+        self->Complete(
+            it, self->connected
+                    ? absl::DeadlineExceededError("no response before the deadline")
+                    : absl::UnavailableError(absl::StrCat("not connected to ", self->Endpoint(),
+                                                          " before the deadline")));
       }
     }
   }
@@ -432,16 +432,16 @@ Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Transmit(
         absl::StrCat("a command with id ", envelope.id(), " is already pending"));
   }
   if (impl->pending.size() >= impl->options.max_pending) {
-    co_return absl::ResourceExhaustedError(absl::StrCat(
-        "max_pending=", impl->options.max_pending, " commands are already waiting"));
+    co_return absl::ResourceExhaustedError(
+        absl::StrCat("max_pending=", impl->options.max_pending, " commands are already waiting"));
   }
   if (!envelope.has_timestamp()) SetTimestamp(absl::Now(), *envelope.mutable_timestamp());
   SetTimestamp(absl::Now() + absl::FromChrono(wait), *envelope.mutable_deadline());
   std::string bytes = envelope.SerializeAsString();
   if (bytes.size() + 16 > impl->options.max_frame_bytes) {
-    co_return absl::InvalidArgumentError(absl::StrCat("the command of ", bytes.size(),
-                                                      " bytes exceeds max_frame_bytes=",
-                                                      impl->options.max_frame_bytes));
+    co_return absl::InvalidArgumentError(
+        absl::StrCat("the command of ", bytes.size(),
+                     " bytes exceeds max_frame_bytes=", impl->options.max_frame_bytes));
   }
   const std::string id = envelope.id();
   // The initiation captures only references and raw pointers: GCC 12 may destroy temporaries of

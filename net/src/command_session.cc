@@ -222,8 +222,7 @@ Awaitable<void> CommandSession::Execute(Slot* raw_slot,
   const v1::CommandEnvelope& command = slot->frame->command();
   CommandProcessor::Response response;
   try {
-    response =
-        co_await shared_.processor.Run(std::move(*admission), command, &slot->arena, principal_);
+    response = co_await shared_.processor.Run(*admission, command, &slot->arena, principal_);
   } catch (const std::exception& e) {
     response = shared_.processor.Refuse(
         command, absl::InternalError(absl::StrCat("the server failed: ", e.what())));

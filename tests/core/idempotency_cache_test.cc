@@ -299,9 +299,6 @@ std::size_t EntryCost(std::size_t response_size) {
 }
 
 TEST(IdempotencyCacheTest, ResponseThatFitsMaxBytesIsRemembered) {
-  GTEST_SKIP() << "bug: core/src/idempotency_cache.cc:98-101 enforces max_bytes per shard "
-                  "(budget = max_bytes / 16): a response larger than max_bytes/16 is forgotten "
-                  "the moment it is finished, even in an empty cache, so its duplicates run again";
   const IdempotencyOptions options{.window = absl::Hours(1), .max_bytes = 64 * 1024};
   IdempotencyCache cache(options);
   Claim claim = cache.Begin("cmd-1");
@@ -311,10 +308,6 @@ TEST(IdempotencyCacheTest, ResponseThatFitsMaxBytesIsRemembered) {
 }
 
 TEST(IdempotencyCacheTest, HoldsAsManyEntriesAsMaxBytesAllowsAndForgetsOldestFirst) {
-  GTEST_SKIP() << "bug: core/src/idempotency_cache.cc:98-101 evicts per shard (budget "
-                  "max_bytes / 16), not the oldest entries of the cache: with room for 20 "
-                  "entries, the 21st id hashed into a full shard evicts a newer entry while "
-                  "older ones in other shards stay";
   constexpr int kFits = 20;
   const std::size_t cost = EntryCost(100);
   const IdempotencyOptions options{.window = absl::Hours(1), .max_bytes = kFits * cost};

@@ -39,13 +39,23 @@ class CommandProcessor {
   // A serialized cqrs.v1.CommandResponseEnvelope.
   using Response = IdempotencyCache::Response;
 
-  // What Admit decided for one command; hand it to Run.
+  // What Admit decided for one command; hand it to Run. An admission dropped without running
+  // (e.g. its connection closed first) answers any duplicate waiting for it UNAVAILABLE and
+  // forgets the id, so that a retry runs the command.
   class Admission {
+   public:
+    Admission() = default;
+    Admission(Admission&& other) noexcept;
+    Admission& operator=(Admission&& other) noexcept;
+    ~Admission();
+
    private:
     friend class CommandProcessor;
+    void Abandon();
+
+    CommandProcessor* processor_ = nullptr;  // Set while an id claim awaits its response.
     IdempotencyCache::Claim claim_;
     SubjectSequencer::Turn turn_;
-    bool tracked_ = false;  // False for commands without an id (answered INVALID, not cached).
   };
 
   // `router` must outlive the processor.
@@ -56,10 +66,10 @@ class CommandProcessor {
   Admission Admit(const v1::CommandEnvelope& command);
 
   // Runs an admitted command, or waits for the first run of the same id, and returns the
-  // response. `command` and `arena` (scratch memory for the run) must outlive the awaitable.
-  // Never throws; every command gets exactly one response.
-  Awaitable<Response> Run(Admission admission, const v1::CommandEnvelope& command,
-                          google::protobuf::Arena* arena, std::string principal);
+  // response. `admission`, `command`, `principal` and `arena` (scratch memory for the run) must
+  // outlive the awaitable. Never throws; every command gets exactly one response.
+  Awaitable<Response> Run(Admission& admission, const v1::CommandEnvelope& command,
+                          google::protobuf::Arena* arena, const std::string& principal);
 
   // A response for `command` that did not run (e.g. UNAVAILABLE while shutting down).
   Response Refuse(const v1::CommandEnvelope& command, const absl::Status& status) const;

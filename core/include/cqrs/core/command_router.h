@@ -180,6 +180,8 @@ class CommandRouter {
   absl::Status Register(const std::string& type, const google::protobuf::Message* prototype,
                         Invoker invoke);
   Awaitable<absl::Status> Run(CommandContext& ctx, v1::CommandResponseEnvelope& response) const;
+  // The interceptor chain and handler; exceptions become INTERNAL (HANDLER_EXCEPTION).
+  static Awaitable<absl::Status> RunChain(Invocation* call, absl::string_view type);
   static void PackReply(const google::protobuf::Message& reply,
                         v1::CommandResponseEnvelope& response);
 

@@ -11,7 +11,7 @@
 //   }
 //
 // Memory is bounded by `max_bytes` (ids + serialized responses + bookkeeping): when full, the
-// oldest finished entries are forgotten first, even inside the window. Thread-safe (sharded).
+// oldest finished entries are forgotten first, even inside the window. Thread-safe.
 
 #ifndef CQRS_CORE_IDEMPOTENCY_CACHE_H_
 #define CQRS_CORE_IDEMPOTENCY_CACHE_H_
@@ -36,7 +36,7 @@ struct IdempotencyOptions {
 
 class IdempotencyCache {
   struct Entry;
-  struct Shard;
+  struct Table;
 
  public:
   // A serialized cqrs.v1.CommandResponseEnvelope, shared by every answer to the same id.
@@ -51,9 +51,9 @@ class IdempotencyCache {
 
    private:
     friend class IdempotencyCache;
+    friend class CommandProcessor;
     State state_ = kNew;
     Response response_;
-    std::size_t shard_ = 0;
     std::string id_;
     std::shared_ptr<Entry> entry_;
   };
@@ -61,13 +61,15 @@ class IdempotencyCache {
   explicit IdempotencyCache(IdempotencyOptions options = {});
   ~IdempotencyCache();
 
-  // Looks `id` up and, when it is new, marks it running: the caller must then Finish the claim.
+  // Looks `id` up and, when it is new, marks it running: the caller must then Finish the claim
+  // (CommandProcessor's Admission does so even when the command never runs).
   Claim Begin(absl::string_view id);
   // Publishes the response of a kNew claim to its waiters, and remembers it for the window when
   // `remember` (pass false for outcomes a retry should not see again, e.g. UNAVAILABLE).
   void Finish(Claim& claim, Response response, bool remember);
   // For a kRunning claim: the first run's response, on the caller's executor. Not cancellable.
-  Awaitable<Response> WaitFor(Claim claim);
+  // `claim` must outlive the awaitable.
+  Awaitable<Response> WaitFor(const Claim& claim);
 
   std::size_t size() const;
   std::size_t bytes() const;
@@ -75,7 +77,7 @@ class IdempotencyCache {
 
  private:
   IdempotencyOptions options_;
-  std::vector<std::unique_ptr<Shard>> shards_;
+  std::unique_ptr<Table> state_;
 };
 
 }  // namespace cqrs
