@@ -61,7 +61,9 @@ CommandSession::CommandSession(asio::ip::tcp::socket socket, ServerShared& share
       resume_reading_(socket_.get_executor()),
       watchdog_(socket_.get_executor()) {}
 
-CommandSession::~CommandSession() { shared_.Remove(); }
+CommandSession::~CommandSession() {
+  if (!closed_) shared_.Remove();
+}
 
 Awaitable<void> CommandSession::Run() {
   auto self = shared_from_this();
@@ -83,53 +85,69 @@ Awaitable<void> CommandSession::Run() {
   asio::co_spawn(socket_.get_executor(), Writer(), log_crash);
   asio::co_spawn(socket_.get_executor(), Watchdog(), log_crash);
 
-  auto slot = std::make_unique<Slot>();
+  std::unique_ptr<Slot> slot;
   while (!closed_ && !close_after_flush_) {
+    // Decode what is buffered first: frames left over when the in-flight limit stopped us.
+    bool any_frame = false;
+    if (!DecodeBuffered(slot, any_frame)) break;
     if (in_flight_ >= options.max_in_flight) {
-      // Backpressure: stop reading until a response has gone out.
+      // Backpressure: neither decode nor read until responses have been written.
       reading_paused_ = true;
       SetReadDeadline(Clock::time_point::max(), "");
       resume_reading_.expires_at(Clock::time_point::max());
       co_await resume_reading_.async_wait(kUse);
       reading_paused_ = false;
-      UpdateReadDeadline();
       continue;
     }
+    if (any_frame) frame_started_ = Clock::time_point::max();
+    UpdateReadDeadline();
     const auto space = decoder_.Prepare(kReadChunk);
     auto [read_error, n] =
         co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), kUse);
     if (read_error) break;
     decoder_.Commit(n);
-    bool go_on = true;
-    bool any_frame = false;
-    while (go_on) {
-      if (!slot) slot = std::make_unique<Slot>();
-      const DecodeResult result = decoder_.Next(*slot->frame);
-      if (result == DecodeResult::kNeedMore) break;
-      if (result == DecodeResult::kFrame) {
-        any_frame = true;
-        go_on = OnFrame(slot);
-        if (slot) slot->Reset();
-        continue;
-      }
-      const std::string message(decoder_.error().message());
-      if (result == DecodeResult::kTooLarge) {
-        SendError(v1::Error::FRAME_TOO_LARGE, message, /*fatal=*/true);
-        go_on = false;
-      } else {
-        // The stream is still in sync; only before Hello is a bad frame fatal.
-        SendError(v1::Error::MALFORMED_FRAME, message, /*fatal=*/!hello_done_);
-        go_on = hello_done_;
-      }
-      slot->Reset();
-    }
-    if (!go_on) break;
-    if (any_frame) frame_started_ = Clock::time_point::max();
-    UpdateReadDeadline();
   }
   reader_done_ = true;
   // The peer closed its side or we stopped reading: let in-flight commands answer, then close.
   if (in_flight_ == 0 && !closed_) CloseAfterFlush();
+}
+
+bool CommandSession::DecodeBuffered(std::unique_ptr<Slot>& slot, bool& any_frame) {
+  const auto max_in_flight = shared_.options.max_in_flight;
+  while (!close_after_flush_ && !closed_ && in_flight_ < max_in_flight) {
+    if (!slot) slot = TakeSlot();
+    const DecodeResult result = decoder_.Next(*slot->frame);
+    if (result == DecodeResult::kNeedMore) return true;
+    if (result == DecodeResult::kFrame) {
+      any_frame = true;
+      if (!OnFrame(slot)) return false;
+      if (slot) slot->Reset();
+      continue;
+    }
+    slot->Reset();
+    const std::string message(decoder_.error().message());
+    if (result == DecodeResult::kTooLarge) {
+      SendError(v1::Error::FRAME_TOO_LARGE, message, /*fatal=*/true);
+      return false;
+    }
+    // The stream is still in sync; only before Hello is a bad frame fatal.
+    SendError(v1::Error::MALFORMED_FRAME, message, /*fatal=*/!hello_done_);
+    if (!hello_done_) return false;
+  }
+  return !close_after_flush_ && !closed_;
+}
+
+std::unique_ptr<CommandSession::Slot> CommandSession::TakeSlot() {
+  if (spare_slots_.empty()) return std::make_unique<Slot>();
+  auto slot = std::move(spare_slots_.back());
+  spare_slots_.pop_back();
+  return slot;
+}
+
+void CommandSession::ReturnSlot(std::unique_ptr<Slot> slot) {
+  if (spare_slots_.size() >= kSpareSlots) return;
+  slot->Reset();
+  spare_slots_.push_back(std::move(slot));
 }
 
 bool CommandSession::OnFrame(std::unique_ptr<Slot>& slot) {
@@ -144,13 +162,13 @@ bool CommandSession::OnFrame(std::unique_ptr<Slot>& slot) {
   switch (frame.kind_case()) {
     case v1::Frame::kCommand: {
       shared_.commands.fetch_add(1, std::memory_order_relaxed);
+      ++in_flight_;
       if (going_away_) {
         SendResponse(*shared_.processor.Refuse(
             frame.command(), absl::UnavailableError("the server is shutting down; retry the "
                                                     "command on a new connection")));
         return true;
       }
-      ++in_flight_;
       auto admission = shared_.processor.Admit(frame.command());
       // Execute takes ownership of both before its first suspension.
       asio::co_spawn(socket_.get_executor(),
@@ -235,12 +253,11 @@ Awaitable<void> CommandSession::Execute(Slot* raw_slot,
                      " bytes exceeds max_frame_bytes=", shared_.options.max_frame_bytes)));
   }
   SendResponse(*response);
-  slot.reset();
-  OnCommandDone();
+  ReturnSlot(std::move(slot));
 }
 
-void CommandSession::OnCommandDone() {
-  --in_flight_;
+void CommandSession::OnResponsesWritten(std::uint32_t responses) {
+  in_flight_ -= responses;
   if (reading_paused_ && in_flight_ < shared_.options.max_in_flight) resume_reading_.cancel();
   if (in_flight_ == 0) {
     if (going_away_ || reader_done_) {
@@ -264,10 +281,13 @@ void CommandSession::SendFrame(const v1::Frame& frame) {
 void CommandSession::SendResponse(const std::string& response) {
   if (closed_) return;
   if (auto status = out_.AppendSerialized(v1::Frame::kResponse, response); !status.ok()) {
+    // Execute replaces responses too large for a frame, so this is a bug; do not stall.
     Log(LogLevel::kError,
         absl::StrCat("session ", id_, ": cannot send a response: ", status.message()));
+    OnResponsesWritten(1);
     return;
   }
+  ++unwritten_responses_;
   WakeWriter();
 }
 
@@ -308,6 +328,7 @@ void CommandSession::CloseAfterFlush() {
 void CommandSession::ForceClose() {
   if (closed_) return;
   closed_ = true;
+  shared_.Remove();
   boost::system::error_code ec;
   socket_.close(ec);
   write_signal_.cancel();
@@ -331,6 +352,7 @@ Awaitable<void> CommandSession::Writer() {
       continue;
     }
     std::swap(out_, writing_);
+    const std::uint32_t responses = std::exchange(unwritten_responses_, 0);
     write_deadline_ = Clock::now() + shared_.options.write_timeout;
     if (write_deadline_ < watchdog_.expiry()) watchdog_.cancel();
     auto [ec, n] = co_await asio::async_write(
@@ -338,6 +360,8 @@ Awaitable<void> CommandSession::Writer() {
     write_deadline_ = Clock::time_point::max();
     writing_.Clear();
     if (ec) break;
+    // A command stops counting against max_in_flight once its response has been written.
+    if (responses != 0) OnResponsesWritten(responses);
   }
   if (!closed_) {
     boost::system::error_code ec;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -44,8 +45,15 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   Awaitable<void> Watchdog();
   Awaitable<void> Execute(Slot* slot, CommandProcessor::Admission* admission);
 
+  // Decodes and handles buffered frames until none is complete or max_in_flight is reached;
+  // false when the session must stop reading.
+  bool DecodeBuffered(std::unique_ptr<Slot>& slot, bool& any_frame);
   // Handles one decoded frame; false when the session must stop reading.
   bool OnFrame(std::unique_ptr<Slot>& slot);
+  std::unique_ptr<Slot> TakeSlot();
+  void ReturnSlot(std::unique_ptr<Slot> slot);
+  // `responses` command responses have left: they no longer count as in flight.
+  void OnResponsesWritten(std::uint32_t responses);
   bool OnHello(const v1::Hello& hello);
   void SendFrame(const v1::Frame& frame);
   void SendResponse(const std::string& response);
@@ -55,7 +63,6 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   void WakeWriter();
   void SetReadDeadline(Clock::time_point deadline, const char* reason);
   void UpdateReadDeadline();
-  void OnCommandDone();
 
   asio::ip::tcp::socket socket_;
   ServerShared& shared_;
@@ -71,7 +78,11 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   Clock::time_point write_deadline_ = Clock::time_point::max();
   Clock::time_point frame_started_ = Clock::time_point::max();
   const char* read_deadline_reason_ = "hello_timeout";
+  // Commands received and not yet answered on the wire (running, or response queued).
   std::uint32_t in_flight_ = 0;
+  std::uint32_t unwritten_responses_ = 0;  // Responses in out_.
+  static constexpr std::size_t kSpareSlots = 64;
+  std::vector<std::unique_ptr<Slot>> spare_slots_;
   bool hello_done_ = false;
   bool reading_paused_ = false;
   bool writer_waiting_ = false;

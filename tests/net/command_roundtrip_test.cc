@@ -26,7 +26,8 @@ TEST(CommandRoundTrip, CreateUserOverTcp) {
   auto client = CommandClient::Create(io.get_executor(), {.port = server.port()});
   users::v1::CreateUser create;
   create.set_name("Bob");
-  auto reply = testing::Run(io, client->Call<users::v1::CreateUserReply>(create, {.subject = "bob"}));
+  auto reply =
+      testing::Run(io, client->Call<users::v1::CreateUserReply>(create, {.subject = "bob"}));
   ASSERT_TRUE(reply.ok()) << reply.status();
   EXPECT_FALSE(reply->user_id().empty());
   EXPECT_EQ(sink.size(), 1u);

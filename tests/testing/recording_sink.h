@@ -23,8 +23,8 @@ class RecordingSink : public EventSink {
 
   absl::StatusOr<AppendReceipt> Append(std::span<v1::EventEnvelope* const> events) override {
     std::lock_guard lock(mutex_);
-    AppendReceipt receipt{.first_offset = events_.size() + 1, .count = events.size(),
-                          .epoch = epoch_};
+    AppendReceipt receipt{
+        .first_offset = events_.size() + 1, .count = events.size(), .epoch = epoch_};
     for (v1::EventEnvelope* event : events) {
       event->set_offset(events_.size() + 1);
       event->set_epoch(epoch_);

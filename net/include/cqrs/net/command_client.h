@@ -143,9 +143,9 @@ class CommandClient : public std::enable_shared_from_this<CommandClient> {
     if (absl::Status status = StatusOf(*response); !status.ok()) co_return status;
     Reply reply;
     if (!response->payload().UnpackTo(&reply)) {
-      co_return absl::InvalidArgumentError(
-          absl::StrCat("the reply is a ", response->payload().type_url(), ", not a ",
-                       Reply::descriptor()->full_name()));
+      co_return absl::InvalidArgumentError(absl::StrCat("the reply is a ",
+                                                        response->payload().type_url(), ", not a ",
+                                                        Reply::descriptor()->full_name()));
     }
     co_return reply;
   }
