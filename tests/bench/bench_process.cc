@@ -1,0 +1,363 @@
+#include "bench_process.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "cqrs/core/command_router.h"
+#include "cqrs/core/event_sink.h"
+#include "cqrs/net/command_server.h"
+#include "cqrs/net/frame_codec.h"
+#include "user_handlers.h"
+
+namespace cqrs::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The fd number the child finds its report pipe on.
+constexpr int kChildReportFd = 3;
+
+std::string Errno(const char* what) { return absl::StrCat(what, ": ", std::strerror(errno)); }
+
+const cpu_set_t& OriginalMask() {
+  static const cpu_set_t mask = [] {
+    cpu_set_t m;
+    CPU_ZERO(&m);
+    if (sched_getaffinity(0, sizeof m, &m) != 0) {
+      for (int i = 0; i < CPU_SETSIZE; ++i) CPU_SET(i, &m);
+    }
+    return m;
+  }();
+  return mask;
+}
+
+// Reads from `fd` into `out` until `until` or EOF (true) or the deadline (false).
+bool ReadUntilEof(int fd, std::string& out, Clock::time_point until) {
+  char buffer[4096];
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
+    const int ready = poll(&p, 1, static_cast<int>(left));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) return false;
+    const ssize_t n = read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return true;
+    out.append(buffer, static_cast<std::size_t>(n));
+  }
+}
+
+// Blocks SIGTERM and SIGINT in the calling thread (and the threads it starts), so that the main
+// thread can sigwait for them.
+sigset_t BlockStopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+void WaitForStopSignal(const sigset_t& set) {
+  int signal = 0;
+  while (sigwait(&set, &signal) != 0) {
+  }
+}
+
+bool WriteAll(int fd, const char* data, std::size_t size) {
+  while (size > 0) {
+    const ssize_t n = write(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// Assigns offsets and counts; keeps nothing else (the event log is not what W1/W2 measure).
+class CountingSink : public EventSink {
+ public:
+  absl::StatusOr<AppendReceipt> Append(std::span<v1::EventEnvelope* const> events) override {
+    const std::uint64_t first = next_.fetch_add(events.size(), std::memory_order_relaxed) + 1;
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      events[i]->set_offset(first + i);
+      events[i]->set_epoch(1);
+    }
+    return AppendReceipt{.first_offset = first, .count = events.size(), .epoch = 1};
+  }
+  std::uint64_t appended() const { return next_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint64_t> next_{0};
+};
+
+void EchoConnection(int fd, std::size_t request_bytes, std::string responses,
+                    std::size_t response_bytes) {
+  constexpr std::size_t kReadBytes = 256 * 1024;
+  std::unique_ptr<char[]> buffer(new char[kReadBytes]);
+  std::size_t partial = 0;  // Bytes of a request not yet complete.
+  for (;;) {
+    const ssize_t n = read(fd, buffer.get(), kReadBytes);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    partial += static_cast<std::size_t>(n);
+    std::size_t answers = partial / request_bytes;
+    partial %= request_bytes;
+    while (answers > 0) {
+      const std::size_t batch = std::min(answers, responses.size() / response_bytes);
+      if (!WriteAll(fd, responses.data(), batch * response_bytes)) {
+        close(fd);
+        return;
+      }
+      answers -= batch;
+    }
+  }
+  close(fd);
+}
+
+}  // namespace
+
+absl::Status PinCallingThread(std::optional<int> cpu) {
+  const cpu_set_t& original = OriginalMask();
+  cpu_set_t mask = original;
+  if (cpu) {
+    if (*cpu < 0 || *cpu >= CPU_SETSIZE || !CPU_ISSET(*cpu, &original)) {
+      return absl::InvalidArgumentError(absl::StrCat("CPU ", *cpu, " is not available"));
+    }
+    CPU_ZERO(&mask);
+    CPU_SET(*cpu, &mask);
+  }
+  if (sched_setaffinity(0, sizeof mask, &mask) != 0) {
+    return absl::InternalError(Errno("sched_setaffinity"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BenchChild> BenchChild::Spawn(std::vector<std::string> args,
+                                             std::optional<int> cpu) {
+  cpu_set_t mask = OriginalMask();
+  if (cpu) {
+    if (*cpu < 0 || *cpu >= CPU_SETSIZE || !CPU_ISSET(*cpu, &mask)) {
+      return absl::InvalidArgumentError(absl::StrCat("CPU ", *cpu, " is not available"));
+    }
+    CPU_ZERO(&mask);
+    CPU_SET(*cpu, &mask);
+  }
+  args.insert(args.begin(), "/proc/self/exe");
+  args.push_back(absl::StrCat("--port_fd=", kChildReportFd));
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+
+  int fds[2];
+  if (pipe(fds) != 0) return absl::InternalError(Errno("pipe"));
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return absl::InternalError(Errno("fork"));
+  }
+  if (pid == 0) {
+    // The child: only async-signal-safe calls until exec.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(126);
+    if (sched_setaffinity(0, sizeof mask, &mask) != 0) _exit(126);
+    if (fds[1] != kChildReportFd) {
+      if (dup2(fds[1], kChildReportFd) < 0) _exit(126);
+    }
+    // Nothing else of the parent's (sockets, the read end) leaks into the server.
+    close_range(kChildReportFd + 1, ~0U, 0);
+    if (fds[0] < kChildReportFd) close(fds[0]);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  BenchChild child(pid, fds[0], 0);
+  // The port line.
+  const auto until = Clock::now() + std::chrono::seconds(10);
+  std::string got;
+  while (got.find('\n') == std::string::npos) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
+    pollfd p{.fd = fds[0], .events = POLLIN, .revents = 0};
+    const int ready = left > 0 ? poll(&p, 1, static_cast<int>(left)) : 0;
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) return absl::UnavailableError("the server process did not report its port");
+    char buffer[256];
+    const ssize_t n = read(fds[0], buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return absl::UnavailableError("the server process ended before listening");
+    got.append(buffer, static_cast<std::size_t>(n));
+  }
+  const std::size_t eol = got.find('\n');
+  std::uint32_t port = 0;
+  const std::string line = got.substr(0, eol);
+  if (line.rfind("port=", 0) != 0 || !absl::SimpleAtoi(line.substr(5), &port) || port == 0 ||
+      port > 65535) {
+    return absl::UnavailableError(absl::StrCat("the server process reported '", line, "'"));
+  }
+  child.port_ = static_cast<std::uint16_t>(port);
+  child.report_ = got.substr(eol + 1);
+  return child;
+}
+
+BenchChild::BenchChild(BenchChild&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)),
+      report_fd_(std::exchange(other.report_fd_, -1)),
+      port_(other.port_),
+      report_(std::move(other.report_)) {}
+
+BenchChild::~BenchChild() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  if (report_fd_ >= 0) close(report_fd_);
+}
+
+std::uint64_t BenchChild::CpuNanos() const {
+  std::uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& task :
+       std::filesystem::directory_iterator(absl::StrCat("/proc/", pid_, "/task"), ec)) {
+    std::ifstream schedstat(task.path() / "schedstat");
+    std::uint64_t on_cpu = 0;
+    if (schedstat >> on_cpu) total += on_cpu;
+  }
+  return total;
+}
+
+absl::StatusOr<std::string> BenchChild::Stop() {
+  if (pid_ <= 0) return absl::FailedPreconditionError("the child was already stopped");
+  kill(pid_, SIGTERM);
+  const auto until = Clock::now() + std::chrono::seconds(15);
+  ReadUntilEof(report_fd_, report_, until);
+  close(report_fd_);
+  report_fd_ = -1;
+  int status = 0;
+  pid_t done = 0;
+  while ((done = waitpid(pid_, &status, WNOHANG)) == 0 && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::string killed;
+  if (done == 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, &status, 0);
+    killed = "did not stop within 15 s after SIGTERM (killed)";
+  }
+  pid_ = -1;
+  if (!killed.empty()) return absl::DeadlineExceededError(killed);
+  if (WIFSIGNALED(status)) {
+    return absl::InternalError(absl::StrCat("the child died of signal ", WTERMSIG(status)));
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+    return absl::InternalError(absl::StrCat("the child exited with ", WEXITSTATUS(status)));
+  }
+  return report_;
+}
+
+int ServeMain(unsigned threads, int port_fd) {
+  const sigset_t stop = BlockStopSignals();
+  CommandRouter router({.service_id = "user-service"});
+  users::UserDirectory directory;
+  if (auto status = users::RegisterHandlers(router, directory); !status.ok()) {
+    std::fprintf(stderr, "cqrs_bench --serve: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  CountingSink sink;
+  router.set_event_sink(&sink);
+  net::CommandServerOptions options;
+  options.address = "127.0.0.1";
+  options.port = 0;
+  options.threads = threads;
+  options.server_name = "cqrs_bench";
+  net::CommandServer server(router, std::move(options));
+  if (auto status = server.Start(); !status.ok()) {
+    std::fprintf(stderr, "cqrs_bench --serve: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  const std::string port = absl::StrCat("port=", server.port(), "\n");
+  if (!WriteAll(port_fd, port.data(), port.size())) return 1;
+  WaitForStopSignal(stop);
+  server.Shutdown();
+  const auto stats = server.stats();
+  const std::string report = absl::StrCat("commands=", stats.commands, " events=", sink.appended(),
+                                          " users=", directory.size(), "\n");
+  WriteAll(port_fd, report.data(), report.size());
+  close(port_fd);
+  return 0;
+}
+
+int EchoMain(std::size_t request_bytes, std::size_t response_bytes, int port_fd) {
+  if (request_bytes == 0 || response_bytes <= net::kFrameHeaderBytes) {
+    std::fprintf(stderr, "cqrs_bench --echo: --request_bytes and --response_bytes are required\n");
+    return 2;
+  }
+  const sigset_t stop = BlockStopSignals();
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof address;
+  if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      listen(listener, 64) != 0 ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    std::fprintf(stderr, "cqrs_bench --echo: %s\n", Errno("listen").c_str());
+    return 1;
+  }
+  // A response: a valid frame header and a body of zeros, repeated for batched answers.
+  std::string response(response_bytes, '\0');
+  net::WriteFrameHeader(static_cast<std::uint32_t>(response_bytes - net::kFrameHeaderBytes),
+                        reinterpret_cast<std::byte*>(response.data()));
+  std::string responses;
+  for (int i = 0; i < 256; ++i) responses += response;
+
+  std::thread acceptor([listener, request_bytes, response_bytes, responses] {
+    for (;;) {
+      const int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        return;
+      }
+      const int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      timeval timeout{.tv_sec = 60, .tv_usec = 0};
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+      std::thread(EchoConnection, fd, request_bytes, responses, response_bytes).detach();
+    }
+  });
+  acceptor.detach();
+  const std::string port = absl::StrCat("port=", ntohs(address.sin_port), "\n");
+  if (!WriteAll(port_fd, port.data(), port.size())) return 1;
+  WaitForStopSignal(stop);
+  // Connection threads may be blocked in read: leave without unwinding them.
+  close(port_fd);
+  _exit(0);
+}
+
+}  // namespace cqrs::bench
