@@ -2,10 +2,14 @@
 
 #include <algorithm>
 #include <exception>
+#include <map>
+#include <optional>
 #include <utility>
 
 #include <google/protobuf/arena.h>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -13,7 +17,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "cqrs/core/log.h"
+#include "cqrs/core/time_util.h"
 #include "server_shared.h"
 
 namespace cqrs::net::internal {
@@ -45,9 +51,12 @@ struct CommandSession::Slot {
     return options;
   }
 
-  alignas(16) char block[2048];
+  alignas(16) char block[8192];
   google::protobuf::Arena arena;
   v1::Frame* frame = nullptr;
+  // Cancels the running command when its deadline passes (see Watchdog).
+  asio::cancellation_signal cancel;
+  std::optional<std::multimap<Clock::time_point, Slot*>::iterator> deadline;
 };
 
 CommandSession::CommandSession(asio::ip::tcp::socket socket, ServerShared& shared, std::string id)
@@ -171,9 +180,18 @@ bool CommandSession::OnFrame(std::unique_ptr<Slot>& slot) {
       }
       auto admission = shared_.processor.Admit(frame.command());
       // Execute takes ownership of both before its first suspension.
-      asio::co_spawn(socket_.get_executor(),
-                     Execute(slot.release(), new CommandProcessor::Admission(std::move(admission))),
-                     asio::detached);
+      // Execute owns the admission; the slot goes back to the pool once the spawned coroutine
+      // has completed entirely, so its cancellation slot is free for reuse by then.
+      Slot* raw = slot.release();
+      asio::co_spawn(
+          socket_.get_executor(),
+          Execute(raw, new CommandProcessor::Admission(std::move(admission))),
+          asio::bind_cancellation_slot(
+              raw->cancel.slot(), [self = shared_from_this(), owned = std::unique_ptr<Slot>(raw)](
+                                      std::exception_ptr error) mutable {
+                self->ReturnSlot(std::move(owned));
+                if (error) Log(LogLevel::kError, "a command coroutine failed unexpectedly");
+              }));
       return true;
     }
     case v1::Frame::kPing: {
@@ -232,12 +250,16 @@ bool CommandSession::OnHello(const v1::Hello& hello) {
   return true;
 }
 
-Awaitable<void> CommandSession::Execute(Slot* raw_slot,
-                                        CommandProcessor::Admission* raw_admission) {
+Awaitable<void> CommandSession::Execute(Slot* slot, CommandProcessor::Admission* raw_admission) {
   auto self = shared_from_this();
-  std::unique_ptr<Slot> slot(raw_slot);
   std::unique_ptr<CommandProcessor::Admission> admission(raw_admission);
   const v1::CommandEnvelope& command = slot->frame->command();
+  if (command.has_deadline()) {
+    // The watchdog cancels the command if it is still running at its deadline.
+    const auto at = Clock::now() + ToChrono(FromTimestamp(command.deadline()) - absl::Now());
+    slot->deadline = command_deadlines_.emplace(at, slot);
+    if (at < watchdog_.expiry()) watchdog_.cancel();
+  }
   CommandProcessor::Response response;
   try {
     response = co_await shared_.processor.Run(*admission, command, &slot->arena, principal_);
@@ -252,8 +274,11 @@ Awaitable<void> CommandSession::Execute(Slot* raw_slot,
                      "the response of ", response->size(),
                      " bytes exceeds max_frame_bytes=", shared_.options.max_frame_bytes)));
   }
+  if (slot->deadline) {
+    command_deadlines_.erase(*slot->deadline);
+    slot->deadline.reset();
+  }
   SendResponse(*response);
-  ReturnSlot(std::move(slot));
 }
 
 void CommandSession::OnResponsesWritten(std::uint32_t responses) {
@@ -373,10 +398,20 @@ Awaitable<void> CommandSession::Writer() {
 Awaitable<void> CommandSession::Watchdog() {
   auto self = shared_from_this();
   while (!closed_) {
-    watchdog_.expires_at(std::min(read_deadline_, write_deadline_));
+    auto next = std::min(read_deadline_, write_deadline_);
+    if (!command_deadlines_.empty()) next = std::min(next, command_deadlines_.begin()->first);
+    watchdog_.expires_at(next);
     co_await watchdog_.async_wait(kUse);
     if (closed_) break;
     const auto now = Clock::now();
+    while (!command_deadlines_.empty() && command_deadlines_.begin()->first <= now) {
+      Slot* expired = command_deadlines_.begin()->second;
+      command_deadlines_.erase(command_deadlines_.begin());
+      expired->deadline.reset();
+      // The operation the handler awaits completes as cancelled; the router then answers
+      // DEADLINE_EXCEEDED.
+      expired->cancel.emit(asio::cancellation_type::terminal);
+    }
     if (write_deadline_ <= now) {
       Log(LogLevel::kWarning,
           absl::StrCat("session ", id_, " (", peer_, "): no write progress within write_timeout=",

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,6 +84,8 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   std::uint32_t unwritten_responses_ = 0;  // Responses in out_.
   static constexpr std::size_t kSpareSlots = 64;
   std::vector<std::unique_ptr<Slot>> spare_slots_;
+  // Deadlines of running commands that have one, earliest first (see Watchdog).
+  std::multimap<Clock::time_point, Slot*> command_deadlines_;
   bool hello_done_ = false;
   bool reading_paused_ = false;
   bool writer_waiting_ = false;

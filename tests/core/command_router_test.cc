@@ -13,6 +13,8 @@
 #include <vector>
 
 #include <google/protobuf/arena.h>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
@@ -482,7 +484,23 @@ TEST_F(CommandRouterTest, DeadlinePassingWhileTheHandlerWaitsCancelsItAndDropsIt
   v1::CommandEnvelope command = MakeCommand("cmd-1", NewUser("bob"));
   SetTimestamp(absl::Now() + absl::Milliseconds(200), *command.mutable_deadline());
 
-  const Envelope response = Dispatch(router_, command);
+  // The router's contract: whoever awaits Dispatch cancels it at the deadline (the server's
+  // session does this); the handler's pending operation then ends as cancelled.
+  asio::io_context io;
+  Envelope response;
+  asio::cancellation_signal cancel;
+  asio::steady_timer at_deadline(io, std::chrono::milliseconds(200));
+  at_deadline.async_wait([&](boost::system::error_code ec) {
+    if (!ec) cancel.emit(asio::cancellation_type::terminal);
+  });
+  bool done = false;
+  asio::co_spawn(io, DispatchInto(router_, command, response, {}),
+                 asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr) {
+                   done = true;
+                   at_deadline.cancel();
+                 }));
+  io.run_for(std::chrono::seconds(10));
+  ASSERT_TRUE(done);
   EXPECT_EQ(response.status(), Envelope::DEADLINE_EXCEEDED) << response.DebugString();
   EXPECT_EQ(response.error().error_code(), "DEADLINE_EXCEEDED");
   EXPECT_THAT(response.error().message(), HasSubstr("while it ran"));

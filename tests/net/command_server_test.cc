@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <google/protobuf/duration.pb.h>
+
 #include <google/protobuf/util/message_differencer.h>
 
 #include <algorithm>
@@ -21,6 +23,8 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "cqrs/core/time_util.h"
 #include "cqrs/net/command_server.h"
 #include "cqrs/net/frame_codec.h"
 #include "testing/frames.h"
@@ -326,6 +330,22 @@ TEST_F(CommandServerTest, PastDeadlineIsDeadlineExceededAndTheHandlerDoesNotRun)
   EXPECT_EQ(response.status(), Response::DEADLINE_EXCEEDED) << response.ShortDebugString();
   EXPECT_TRUE(service_.handlers.echo_log().empty());
   ExpectServes(peer, "after-deadline");
+}
+
+TEST_F(CommandServerTest, HandlerStillWaitingAtItsDeadlineIsCancelledAndAnsweredAtOnce) {
+  StartServer();
+  RawPeer peer;
+  ASSERT_NO_FATAL_FAILURE(Connect(peer));
+  google::protobuf::Duration hour;
+  hour.set_seconds(3600);  // The delay handler would wait this long.
+  v1::Frame slow = testing::CommandFrame("slow", "", hour);
+  SetTimestamp(absl::Now() + absl::Milliseconds(200), *slow.mutable_command()->mutable_deadline());
+  const auto sent = std::chrono::steady_clock::now();
+  const Response response = RoundTrip(peer, slow);
+  EXPECT_EQ(response.status(), Response::DEADLINE_EXCEEDED) << response.ShortDebugString();
+  EXPECT_EQ(response.error().error_code(), "DEADLINE_EXCEEDED");
+  EXPECT_LT(std::chrono::steady_clock::now() - sent, std::chrono::seconds(5));
+  ExpectServes(peer, "after-cancelled");
 }
 
 // --- pipelining and ordering ----------------------------------------------------------------

@@ -159,7 +159,9 @@ class CommandRouter {
   // Runs one command end to end and fills `response` completely: header fields (command id,
   // response id, timestamp, service id, transaction id), status and error, reply payload and
   // event offsets. Outcomes: missing id or payload, or a payload that does not parse -> INVALID;
-  // unknown type -> NOT_FOUND; deadline passed (before or while running) -> DEADLINE_EXCEEDED;
+  // unknown type -> NOT_FOUND; deadline passed (before or while running) -> DEADLINE_EXCEEDED
+  // (a handler still suspended at its deadline is stopped by cancelling the awaiting coroutine:
+  // per-operation cancellation reaches the operation the handler awaits);
   // handler error -> its status (domain errors: REJECTED); handler throws -> INTERNAL. Staged
   // events are appended to the sink only on success, before this returns. Never throws.
   // `ctx` and `response` must stay valid until the returned awaitable completes.
