@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <deque>
-#include <mutex>
 #include <utility>
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -12,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 
 namespace cqrs {
 namespace {
@@ -23,6 +23,8 @@ using Clock = std::chrono::steady_clock;
 }  // namespace
 
 struct IdempotencyCache::Entry {
+  explicit Entry(absl::string_view command_id) : id(command_id) {}
+  const std::string id;  // The map's key views it.
   bool done = false;
   Response response;
   std::vector<std::pair<asio::any_completion_handler<void(Response)>, asio::any_io_executor>>
@@ -30,20 +32,21 @@ struct IdempotencyCache::Entry {
 };
 
 // One lock for the whole cache: the budget and the oldest-first order are global. The critical
-// sections are a hash lookup or insert and a FIFO push.
+// sections are one hash lookup or insert and a FIFO push; absl::Mutex spins briefly before it
+// sleeps, which suits them.
 struct IdempotencyCache::Table {
   struct Remembered {
     Clock::time_point expires;
-    std::string id;
+    std::shared_ptr<Entry> entry;
     std::size_t cost;
   };
-  mutable std::mutex mutex;
-  absl::flat_hash_map<std::string, std::shared_ptr<Entry>> entries;
+  mutable absl::Mutex mutex;
+  absl::flat_hash_map<absl::string_view, std::shared_ptr<Entry>> entries;
   std::deque<Remembered> fifo;  // Finished entries, oldest first.
   std::size_t bytes = 0;
 
   void ForgetOldest() {
-    entries.erase(fifo.front().id);
+    entries.erase(fifo.front().entry->id);
     bytes -= fifo.front().cost;
     fifo.pop_front();
   }
@@ -52,6 +55,8 @@ struct IdempotencyCache::Table {
   }
 };
 
+const std::string& IdempotencyCache::Claim::id() const { return entry_->id; }
+
 IdempotencyCache::IdempotencyCache(IdempotencyOptions options)
     : options_(options), state_(std::make_unique<Table>()) {}
 
@@ -59,40 +64,43 @@ IdempotencyCache::~IdempotencyCache() = default;
 
 IdempotencyCache::Claim IdempotencyCache::Begin(absl::string_view id) {
   Claim claim;
-  claim.id_ = std::string(id);
-  std::lock_guard lock(state_->mutex);
-  state_->Expire(Clock::now());
-  auto [it, inserted] = state_->entries.try_emplace(claim.id_);
-  if (inserted) {
-    it->second = std::make_shared<Entry>();
+  const auto now = Clock::now();
+  absl::MutexLock lock(&state_->mutex);
+  state_->Expire(now);
+  const auto it = state_->entries.find(id);
+  if (it == state_->entries.end()) {
+    auto entry = std::make_shared<Entry>(id);
+    state_->entries.emplace(entry->id, entry);
     claim.state_ = kNew;
+    claim.entry_ = std::move(entry);
   } else if (it->second->done) {
     claim.state_ = kDone;
     claim.response_ = it->second->response;
+    claim.entry_ = it->second;
   } else {
     claim.state_ = kRunning;
+    claim.entry_ = it->second;
   }
-  claim.entry_ = it->second;
   return claim;
 }
 
 void IdempotencyCache::Finish(Claim& claim, Response response, bool remember) {
   decltype(Entry::waiters) waiters;
+  const auto expires = Clock::now() + absl::ToChronoNanoseconds(options_.window);
   {
     Table& state = *state_;
-    std::lock_guard lock(state.mutex);
+    absl::MutexLock lock(&state.mutex);
     Entry& entry = *claim.entry_;
     entry.done = true;
     entry.response = response;
     waiters.swap(entry.waiters);
-    const std::size_t cost = claim.id_.size() * 2 + response->size() + kEntryOverhead;
+    const std::size_t cost = entry.id.size() + response->size() + kEntryOverhead;
     if (remember && cost <= options_.max_bytes) {
-      state.fifo.push_back(
-          {Clock::now() + absl::ToChronoNanoseconds(options_.window), claim.id_, cost});
+      state.fifo.push_back({expires, claim.entry_, cost});
       state.bytes += cost;
       while (state.bytes > options_.max_bytes) state.ForgetOldest();
     } else {
-      state.entries.erase(claim.id_);
+      state.entries.erase(entry.id);
     }
   }
   claim.state_ = kDone;
@@ -109,27 +117,29 @@ Awaitable<IdempotencyCache::Response> IdempotencyCache::WaitFor(const Claim& cla
   co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(Response)>(
       // Captures only references: GCC 12 may destroy temporaries of a co_await expression twice.
       [this, &claim, &executor](auto handler) {
-        std::unique_lock lock(state_->mutex);
-        if (claim.entry_->done) {
-          Response response = claim.entry_->response;
-          lock.unlock();
-          asio::post(executor, [handler = std::move(handler), response]() mutable {
-            std::move(handler)(response);
-          });
-          return;
+        Response response;
+        {
+          absl::MutexLock lock(&state_->mutex);
+          if (!claim.entry_->done) {
+            claim.entry_->waiters.emplace_back(std::move(handler), executor);
+            return;
+          }
+          response = claim.entry_->response;
         }
-        claim.entry_->waiters.emplace_back(std::move(handler), executor);
+        asio::post(executor, [handler = std::move(handler), response]() mutable {
+          std::move(handler)(response);
+        });
       },
       asio::use_awaitable);
 }
 
 std::size_t IdempotencyCache::size() const {
-  std::lock_guard lock(state_->mutex);
+  absl::MutexLock lock(&state_->mutex);
   return state_->entries.size();
 }
 
 std::size_t IdempotencyCache::bytes() const {
-  std::lock_guard lock(state_->mutex);
+  absl::MutexLock lock(&state_->mutex);
   return state_->bytes;
 }
 

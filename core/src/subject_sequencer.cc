@@ -53,7 +53,7 @@ SubjectSequencer::Turn SubjectSequencer::Enter(absl::string_view subject) {
   if (subject.empty()) return turn;
   turn.owner_ = this;
   turn.subject_ = std::string(subject);
-  std::lock_guard lock(mutex_);
+  absl::MutexLock lock(&mutex_);
   auto [it, inserted] = queues_.try_emplace(turn.subject_);
   if (inserted) {
     it->second = std::make_unique<Queue>();
@@ -72,14 +72,15 @@ Awaitable<void> SubjectSequencer::Wait(Turn& turn) {
   Waiter* const waiter = turn.waiter_.get();
   co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
       [this, waiter, &executor](auto handler) {
-        std::unique_lock lock(mutex_);
-        if (waiter->granted) {
-          lock.unlock();
-          asio::post(executor, std::move(handler));
-          return;
+        {
+          absl::MutexLock lock(&mutex_);
+          if (!waiter->granted) {
+            waiter->handler.emplace(std::move(handler));
+            waiter->executor = executor;
+            return;
+          }
         }
-        waiter->handler.emplace(std::move(handler));
-        waiter->executor = executor;
+        asio::post(executor, std::move(handler));
       },
       asio::use_awaitable);
 }
@@ -87,7 +88,7 @@ Awaitable<void> SubjectSequencer::Wait(Turn& turn) {
 void SubjectSequencer::Leave(Turn& turn) {
   std::shared_ptr<Waiter> next;
   {
-    std::lock_guard lock(mutex_);
+    absl::MutexLock lock(&mutex_);
     const auto it = queues_.find(turn.subject_);
     if (it == queues_.end()) return;
     auto& waiting = it->second->waiting;
@@ -110,7 +111,7 @@ void SubjectSequencer::Leave(Turn& turn) {
 }
 
 std::size_t SubjectSequencer::active_subjects() const {
-  std::lock_guard lock(mutex_);
+  absl::MutexLock lock(&mutex_);
   return queues_.size();
 }
 

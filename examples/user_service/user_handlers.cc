@@ -24,17 +24,17 @@ std::string NewUserId() {
 }  // namespace
 
 bool UserDirectory::Add(const std::string& id, const std::string& name) {
-  std::lock_guard lock(mutex_);
+  absl::MutexLock lock(&mutex_);
   return names_.try_emplace(id, name).second;
 }
 
 bool UserDirectory::Contains(const std::string& id) const {
-  std::lock_guard lock(mutex_);
+  absl::MutexLock lock(&mutex_);
   return names_.contains(id);
 }
 
 std::size_t UserDirectory::size() const {
-  std::lock_guard lock(mutex_);
+  absl::MutexLock lock(&mutex_);
   return names_.size();
 }
 

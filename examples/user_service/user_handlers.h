@@ -13,11 +13,11 @@
 #ifndef CQRS_EXAMPLES_USER_SERVICE_USER_HANDLERS_H_
 #define CQRS_EXAMPLES_USER_SERVICE_USER_HANDLERS_H_
 
-#include <mutex>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "cqrs/core/command_router.h"
 #include "users/v1/users.pb.h"
 
@@ -35,7 +35,7 @@ class UserDirectory {
   std::size_t size() const;
 
  private:
-  mutable std::mutex mutex_;
+  mutable absl::Mutex mutex_;
   absl::flat_hash_map<std::string, std::string> names_;
 };
 

@@ -48,13 +48,13 @@ class IdempotencyCache {
     State state() const { return state_; }
     // For kDone.
     const Response& response() const { return response_; }
+    const std::string& id() const;
 
    private:
     friend class IdempotencyCache;
     friend class CommandProcessor;
     State state_ = kNew;
     Response response_;
-    std::string id_;
     std::shared_ptr<Entry> entry_;
   };
 

@@ -15,11 +15,11 @@
 
 #include <cstddef>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "cqrs/core/asio.h"
 
 namespace cqrs {
@@ -61,7 +61,7 @@ class SubjectSequencer {
  private:
   void Leave(Turn& turn);
 
-  mutable std::mutex mutex_;
+  mutable absl::Mutex mutex_;
   absl::flat_hash_map<std::string, std::unique_ptr<Queue>> queues_;
 };
 
