@@ -25,7 +25,7 @@ v1::EventEnvelope& CommandContext::Emit(const google::protobuf::Message& event,
                                         const v1::StreamInfo& stream, const EmitOptions& options) {
   auto* envelope = google::protobuf::Arena::CreateMessage<v1::EventEnvelope>(arena_);
   const std::string& type = event.GetDescriptor()->full_name();
-  envelope->set_id(absl::StrCat(command_.id(), "/", staged_.size()));
+  absl::StrAppend(envelope->mutable_id(), command_.id(), "/", staged_.size());
   envelope->set_transaction_id(command_.transaction_id());
   SetTimestamp(absl::Now(), *envelope->mutable_timestamp());
   envelope->set_type(type);

@@ -72,50 +72,39 @@ void CommandRouter::PackReply(const google::protobuf::Message& reply,
   response.set_type(reply.GetDescriptor()->full_name());
 }
 
-Awaitable<absl::Status> CommandRouter::Run(CommandContext& ctx,
-                                           v1::CommandResponseEnvelope& response) const {
+absl::StatusOr<google::protobuf::Message*> CommandRouter::Prepare(CommandContext& ctx,
+                                                                  const Entry*& entry,
+                                                                  absl::string_view& type) const {
   const v1::CommandEnvelope& command = ctx.envelope();
   if (command.id().empty()) {
-    co_return WithErrorCode(absl::InvalidArgumentError("command has no id"), "INVALID_COMMAND",
-                            "CommandEnvelope.id is required: a unique id per command");
+    return WithErrorCode(absl::InvalidArgumentError("command has no id"), "INVALID_COMMAND",
+                         "CommandEnvelope.id is required: a unique id per command");
   }
   if (!command.has_payload()) {
-    co_return WithErrorCode(absl::InvalidArgumentError("command has no payload"), "INVALID_COMMAND",
-                            "CommandEnvelope.payload is required: the command packed in an Any");
+    return WithErrorCode(absl::InvalidArgumentError("command has no payload"), "INVALID_COMMAND",
+                         "CommandEnvelope.payload is required: the command packed in an Any");
   }
-  const absl::string_view type = TypeNameOf(command.payload().type_url());
+  type = TypeNameOf(command.payload().type_url());
   const auto it = handlers_.find(type);
   if (it == handlers_.end()) {
-    co_return WithErrorCode(
+    return WithErrorCode(
         absl::NotFoundError(absl::StrCat("no handler for command type '", type, "'")), "NO_HANDLER",
         absl::StrCat("payload type_url '", command.payload().type_url(), "'"));
   }
+  entry = &it->second;
   const std::optional<absl::Time> deadline = ctx.deadline();
   if (deadline && *deadline <= absl::Now()) {
-    co_return WithErrorCode(
-        absl::DeadlineExceededError("the command's deadline passed before it ran"),
-        "DEADLINE_EXCEEDED");
+    return WithErrorCode(absl::DeadlineExceededError("the command's deadline passed before it ran"),
+                         "DEADLINE_EXCEEDED");
   }
-  google::protobuf::Message* parsed = it->second.prototype->New(ctx.arena());
+  google::protobuf::Message* parsed = entry->prototype->New(ctx.arena());
   if (!parsed->ParseFromString(command.payload().value())) {
-    co_return WithErrorCode(
+    return WithErrorCode(
         absl::InvalidArgumentError(absl::StrCat("payload does not parse as ", type)),
         "INVALID_PAYLOAD",
         absl::StrCat(command.payload().value().size(), " payload bytes are not a valid ", type));
   }
-
-  Invocation call{&it->second, &interceptors_, parsed, &ctx, &response};
-  absl::Status status = co_await RunChain(&call, type);
-  // No timer races the handler (that would cost every command a timer, two spawned coroutines
-  // and a thrown operation_aborted): a handler that finishes after the deadline is answered
-  // DEADLINE_EXCEEDED and its events are dropped; one that is suspended at the deadline is
-  // cancelled by whoever awaits Dispatch (the server does, through the cancellation slot).
-  if (deadline && absl::Now() >= *deadline) {
-    co_return WithErrorCode(
-        absl::DeadlineExceededError("the command's deadline passed while it ran"),
-        "DEADLINE_EXCEEDED");
-  }
-  co_return status;
+  return parsed;
 }
 
 Awaitable<absl::Status> CommandRouter::RunChain(Invocation* call, absl::string_view type) {
@@ -135,8 +124,8 @@ void CommandRouter::FillHeader(const v1::CommandEnvelope& command,
   response.set_command_id(command.id());
   response.set_transaction_id(command.transaction_id());
   response.set_service_id(service_.service_id);
-  response.set_id(absl::StrCat(response_id_prefix_, "-",
-                               next_response_id_.fetch_add(1, std::memory_order_relaxed)));
+  absl::StrAppend(response.mutable_id(), response_id_prefix_, "-",
+                  next_response_id_.fetch_add(1, std::memory_order_relaxed));
   SetTimestamp(absl::Now(), *response.mutable_timestamp());
 }
 
@@ -144,7 +133,24 @@ Awaitable<void> CommandRouter::Dispatch(CommandContext& ctx,
                                         v1::CommandResponseEnvelope& response) const {
   FillHeader(ctx.envelope(), response);
 
-  absl::Status status = co_await Run(ctx, response);
+  const Entry* entry = nullptr;
+  absl::string_view type;
+  absl::Status status;
+  if (auto parsed = Prepare(ctx, entry, type); !parsed.ok()) {
+    status = std::move(parsed).status();
+  } else {
+    Invocation call{entry, &interceptors_, *parsed, &ctx, &response};
+    status = co_await RunChain(&call, type);
+    // No timer races the handler (that would cost every command a timer, two spawned
+    // coroutines and a thrown operation_aborted): a handler that finishes after the deadline is
+    // answered DEADLINE_EXCEEDED and its events are dropped; one still suspended at the deadline
+    // is cancelled by whoever awaits Dispatch (the server does, through the cancellation slot).
+    if (const auto deadline = ctx.deadline(); deadline && absl::Now() >= *deadline) {
+      status =
+          WithErrorCode(absl::DeadlineExceededError("the command's deadline passed while it ran"),
+                        "DEADLINE_EXCEEDED");
+    }
+  }
   if (status.ok() && !ctx.staged_events().empty()) {
     if (sink_ == nullptr) {
       status = WithErrorCode(

@@ -181,7 +181,10 @@ class CommandRouter {
 
   absl::Status Register(const std::string& type, const google::protobuf::Message* prototype,
                         Invoker invoke);
-  Awaitable<absl::Status> Run(CommandContext& ctx, v1::CommandResponseEnvelope& response) const;
+  // The synchronous checks before a handler runs: id, payload, handler lookup, deadline, parse.
+  // Sets `entry` and `type` on the way.
+  absl::StatusOr<google::protobuf::Message*> Prepare(CommandContext& ctx, const Entry*& entry,
+                                                     absl::string_view& type) const;
   // The interceptor chain and handler; exceptions become INTERNAL (HANDLER_EXCEPTION).
   static Awaitable<absl::Status> RunChain(Invocation* call, absl::string_view type);
   static void PackReply(const google::protobuf::Message& reply,
