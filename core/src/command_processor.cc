@@ -88,10 +88,14 @@ Awaitable<CommandProcessor::Response> CommandProcessor::Run(Admission& admission
     co_await router_.Dispatch(ctx, *response);
   }
   admission.turn_.Release();
-  Response bytes = Serialize(*response);
+  Response bytes;
   if (tracked) {
-    cache_.Finish(admission.claim_, bytes, Remember(response->status()));
+    std::string serialized;
+    response->SerializeToString(&serialized);
+    bytes = cache_.Finish(admission.claim_, std::move(serialized), Remember(response->status()));
     admission.processor_ = nullptr;
+  } else {
+    bytes = Serialize(*response);
   }
   co_return bytes;
 }

@@ -26,10 +26,18 @@ struct IdempotencyCache::Entry {
   explicit Entry(absl::string_view command_id) : id(command_id) {}
   const std::string id;  // The map's key views it.
   bool done = false;
-  Response response;
+  std::string bytes;  // The response, when it was handed over as bytes.
+  Response shared;    // The response, when it was handed over shared.
   std::vector<std::pair<asio::any_completion_handler<void(Response)>, asio::any_io_executor>>
       waiters;
 };
+
+IdempotencyCache::Response IdempotencyCache::ResponseOf(const std::shared_ptr<Entry>& entry) {
+  if (entry->shared) return entry->shared;
+  // Bytes stored in the entry leave through an aliasing pointer that keeps the entry alive: no
+  // allocation per answer.
+  return Response(entry, &entry->bytes);
+}
 
 // One lock for the whole cache: the budget and the oldest-first order are global. The critical
 // sections are one hash lookup or insert and a FIFO push; absl::Mutex spins briefly before it
@@ -75,7 +83,7 @@ IdempotencyCache::Claim IdempotencyCache::Begin(absl::string_view id) {
     claim.entry_ = std::move(entry);
   } else if (it->second->done) {
     claim.state_ = kDone;
-    claim.response_ = it->second->response;
+    claim.response_ = ResponseOf(it->second);
     claim.entry_ = it->second;
   } else {
     claim.state_ = kRunning;
@@ -85,14 +93,26 @@ IdempotencyCache::Claim IdempotencyCache::Begin(absl::string_view id) {
 }
 
 void IdempotencyCache::Finish(Claim& claim, Response response, bool remember) {
+  claim.entry_->shared = std::move(response);
+  Publish(claim, remember);
+}
+
+IdempotencyCache::Response IdempotencyCache::Finish(Claim& claim, std::string response,
+                                                    bool remember) {
+  claim.entry_->bytes = std::move(response);
+  Publish(claim, remember);
+  return claim.response_;
+}
+
+void IdempotencyCache::Publish(Claim& claim, bool remember) {
   decltype(Entry::waiters) waiters;
   const auto expires = Clock::now() + absl::ToChronoNanoseconds(options_.window);
+  const Response response = ResponseOf(claim.entry_);
   {
     Table& state = *state_;
     absl::MutexLock lock(&state.mutex);
     Entry& entry = *claim.entry_;
     entry.done = true;
-    entry.response = response;
     waiters.swap(entry.waiters);
     const std::size_t cost = entry.id.size() + response->size() + kEntryOverhead;
     if (remember && cost <= options_.max_bytes) {
@@ -124,7 +144,7 @@ Awaitable<IdempotencyCache::Response> IdempotencyCache::WaitFor(const Claim& cla
             claim.entry_->waiters.emplace_back(std::move(handler), executor);
             return;
           }
-          response = claim.entry_->response;
+          response = ResponseOf(claim.entry_);
         }
         asio::post(executor, [handler = std::move(handler), response]() mutable {
           std::move(handler)(response);

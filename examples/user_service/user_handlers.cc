@@ -23,19 +23,19 @@ std::string NewUserId() {
 
 }  // namespace
 
-bool UserDirectory::Add(const std::string& id, const std::string& name) {
+bool UserDirectory::Add(const std::string& id) {
   absl::MutexLock lock(&mutex_);
-  return names_.try_emplace(id, name).second;
+  return ids_.insert(id).second;
 }
 
 bool UserDirectory::Contains(const std::string& id) const {
   absl::MutexLock lock(&mutex_);
-  return names_.contains(id);
+  return ids_.contains(id);
 }
 
 std::size_t UserDirectory::size() const {
   absl::MutexLock lock(&mutex_);
-  return names_.size();
+  return ids_.size();
 }
 
 absl::Status RegisterHandlers(cqrs::CommandRouter& router, UserDirectory& directory) {
@@ -52,7 +52,7 @@ absl::Status RegisterHandlers(cqrs::CommandRouter& router, UserDirectory& direct
               absl::StrCat("CreateUser.name has ", command.name().size(), " bytes"));
         }
         std::string id = command.user_id().empty() ? NewUserId() : command.user_id();
-        if (!directory.Add(id, command.name())) {
+        if (!directory.Add(id)) {
           co_return cqrs::Rejected("USER_EXISTS", absl::StrCat("user ", id, " already exists"));
         }
         v1::UserCreated created;

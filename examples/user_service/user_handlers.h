@@ -15,7 +15,7 @@
 
 #include <string>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "cqrs/core/command_router.h"
@@ -30,13 +30,13 @@ inline constexpr char kUsersChannel[] = "users";
 class UserDirectory {
  public:
   // False when `id` already exists.
-  bool Add(const std::string& id, const std::string& name);
+  bool Add(const std::string& id);
   bool Contains(const std::string& id) const;
   std::size_t size() const;
 
  private:
   mutable absl::Mutex mutex_;
-  absl::flat_hash_map<std::string, std::string> names_;
+  absl::flat_hash_set<std::string> ids_;
 };
 
 absl::Status RegisterHandlers(cqrs::CommandRouter& router, UserDirectory& directory);

@@ -67,6 +67,9 @@ class IdempotencyCache {
   // Publishes the response of a kNew claim to its waiters, and remembers it for the window when
   // `remember` (pass false for outcomes a retry should not see again, e.g. UNAVAILABLE).
   void Finish(Claim& claim, Response response, bool remember);
+  // The same for a response serialized by the caller: the bytes move into the cache and the
+  // returned Response shares them (no further allocation).
+  Response Finish(Claim& claim, std::string response, bool remember);
   // For a kRunning claim: the first run's response, on the caller's executor. Not cancellable.
   // `claim` must outlive the awaitable.
   Awaitable<Response> WaitFor(const Claim& claim);
@@ -76,6 +79,9 @@ class IdempotencyCache {
   const IdempotencyOptions& options() const { return options_; }
 
  private:
+  static Response ResponseOf(const std::shared_ptr<Entry>& entry);
+  void Publish(Claim& claim, bool remember);
+
   IdempotencyOptions options_;
   std::unique_ptr<Table> state_;
 };
