@@ -37,6 +37,11 @@
 namespace cqrs {
 namespace {
 
+using ::cqrs::testing::Spawn;
+using ::cqrs::testing::SpawnedOp;
+using ::cqrs::testing::WhenAll;
+using ::cqrs::testing::Yield;
+
 using ::testing::ElementsAre;
 using users::v1::CreateUser;
 using users::v1::CreateUserReply;
@@ -100,28 +105,6 @@ Awaitable<void> RunInto(CommandProcessor& processor, CommandProcessor::Admission
                         std::string principal = {}) {
   google::protobuf::Arena arena;
   out = co_await processor.Run(admission, command, &arena, principal);
-}
-
-// A coroutine bound to an executor, not started yet.
-using SpawnedOp = decltype(asio::co_spawn(std::declval<asio::any_io_executor>(),
-                                          std::declval<Awaitable<void>>(), asio::deferred));
-
-SpawnedOp Spawn(asio::any_io_executor executor, Awaitable<void> coroutine) {
-  return asio::co_spawn(std::move(executor), std::move(coroutine), asio::deferred);
-}
-
-// Starts `ops` in order, completes when all have, and rethrows the first failure.
-Awaitable<void> WhenAll(std::vector<SpawnedOp> ops) {
-  auto [order, errors] = co_await asio::experimental::make_parallel_group(std::move(ops))
-                             .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
-  for (const std::exception_ptr& error : errors) {
-    if (error) std::rethrow_exception(error);
-  }
-}
-
-Awaitable<void> Yield() {
-  auto executor = co_await asio::this_coro::executor;
-  co_await asio::post(executor, asio::use_awaitable);
 }
 
 const std::string& NameOf(const google::protobuf::Message& command) {

@@ -42,6 +42,8 @@
 namespace cqrs {
 namespace {
 
+using ::cqrs::testing::Yield;
+
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using users::v1::CreateUser;
@@ -127,24 +129,6 @@ Envelope Dispatch(const CommandRouter& router, const v1::CommandEnvelope& comman
   Envelope response;
   cqrs::testing::Run(io, DispatchInto(router, command, response, std::move(principal)));
   return response;
-}
-
-Awaitable<void> Yield() {
-  auto executor = co_await asio::this_coro::executor;
-  co_await asio::post(executor, asio::use_awaitable);
-}
-
-// A coroutine bound to an executor, not started yet.
-using SpawnedOp = decltype(asio::co_spawn(std::declval<asio::any_io_executor>(),
-                                          std::declval<Awaitable<void>>(), asio::deferred));
-
-// Starts `ops` in order, completes when all have, and rethrows the first failure.
-Awaitable<void> WhenAll(std::vector<SpawnedOp> ops) {
-  auto [order, errors] = co_await asio::experimental::make_parallel_group(std::move(ops))
-                             .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
-  for (const std::exception_ptr& error : errors) {
-    if (error) std::rethrow_exception(error);
-  }
 }
 
 // A handler that emits one UserCreated and answers with the user id.

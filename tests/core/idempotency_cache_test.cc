@@ -139,19 +139,6 @@ Awaitable<void> WaitOnStrand(IdempotencyCache& cache, Claim claim, PoolStrand st
   on_strand = strand.running_in_this_thread();
 }
 
-// A coroutine bound to an executor, not started yet.
-using SpawnedOp = decltype(asio::co_spawn(std::declval<asio::any_io_executor>(),
-                                          std::declval<Awaitable<void>>(), asio::deferred));
-
-// Starts `ops` in order, completes when all have, and rethrows the first failure.
-Awaitable<void> WhenAll(std::vector<SpawnedOp> ops) {
-  auto [order, errors] = co_await asio::experimental::make_parallel_group(std::move(ops))
-                             .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
-  for (const std::exception_ptr& error : errors) {
-    if (error) std::rethrow_exception(error);
-  }
-}
-
 Awaitable<void> FinishWith(IdempotencyCache& cache, Claim& claim, Response response) {
   cache.Finish(claim, std::move(response), /*remember=*/true);
   co_return;

@@ -30,6 +30,11 @@
 namespace cqrs {
 namespace {
 
+using ::cqrs::testing::Spawn;
+using ::cqrs::testing::SpawnedOp;
+using ::cqrs::testing::WhenAll;
+using ::cqrs::testing::Yield;
+
 using ::testing::ElementsAre;
 using Turn = SubjectSequencer::Turn;
 using PoolStrand = asio::strand<asio::thread_pool::executor_type>;
@@ -50,29 +55,6 @@ class Log {
   mutable std::mutex mutex_;
   std::vector<std::string> entries_;
 };
-
-// A coroutine bound to an executor, not started yet.
-using SpawnedOp = decltype(asio::co_spawn(std::declval<asio::any_io_executor>(),
-                                          std::declval<Awaitable<void>>(), asio::deferred));
-
-SpawnedOp Spawn(asio::any_io_executor executor, Awaitable<void> coroutine) {
-  return asio::co_spawn(std::move(executor), std::move(coroutine), asio::deferred);
-}
-
-// Starts `ops` in order, completes when all have, and rethrows the first failure.
-Awaitable<void> WhenAll(std::vector<SpawnedOp> ops) {
-  auto [order, errors] = co_await asio::experimental::make_parallel_group(std::move(ops))
-                             .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
-  for (const std::exception_ptr& error : errors) {
-    if (error) std::rethrow_exception(error);
-  }
-}
-
-// Lets everything else that is ready run first.
-Awaitable<void> Yield() {
-  auto executor = co_await asio::this_coro::executor;
-  co_await asio::post(executor, asio::use_awaitable);
-}
 
 // Waits for `turn`, logs "<name>:start", yields `yields` times (anything not held back by the
 // sequencer interleaves here), logs "<name>:end" and releases the turn.

@@ -14,11 +14,17 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <chrono>
 #include <exception>
 #include <optional>
 #include <stdexcept>
+#include <vector>
 
 #include "cqrs/core/asio.h"
 
@@ -73,6 +79,29 @@ inline void Drain(asio::io_context& io,
   io.restart();
   io.run_for(deadline);
   if (!io.stopped()) throw std::runtime_error("io_context still busy after its drain deadline");
+}
+
+// A coroutine bound to an executor, not started yet (for WhenAll).
+using SpawnedOp = decltype(asio::co_spawn(std::declval<asio::any_io_executor>(),
+                                          std::declval<Awaitable<void>>(), asio::deferred));
+
+inline SpawnedOp Spawn(asio::any_io_executor executor, Awaitable<void> coroutine) {
+  return asio::co_spawn(std::move(executor), std::move(coroutine), asio::deferred);
+}
+
+// Starts `ops` in order, completes when all have, and rethrows the first failure.
+inline Awaitable<void> WhenAll(std::vector<SpawnedOp> ops) {
+  auto [order, errors] = co_await asio::experimental::make_parallel_group(std::move(ops))
+                             .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+  for (const std::exception_ptr& error : errors) {
+    if (error) std::rethrow_exception(error);
+  }
+}
+
+// Lets everything else that is ready run first.
+inline Awaitable<void> Yield() {
+  auto executor = co_await asio::this_coro::executor;
+  co_await asio::post(executor, asio::use_awaitable);
 }
 
 }  // namespace cqrs::testing
