@@ -42,6 +42,10 @@
 namespace cqrs {
 namespace {
 
+using ::cqrs::testing::WhenAll;
+
+using ::cqrs::testing::SpawnedOp;
+
 using ::cqrs::testing::Yield;
 
 using ::testing::ElementsAre;

@@ -26,6 +26,10 @@
 namespace cqrs {
 namespace {
 
+using ::cqrs::testing::WhenAll;
+
+using ::cqrs::testing::SpawnedOp;
+
 using Claim = IdempotencyCache::Claim;
 using Response = IdempotencyCache::Response;
 using PoolStrand = asio::strand<asio::thread_pool::executor_type>;
