@@ -43,9 +43,7 @@ namespace cqrs {
 namespace {
 
 using ::cqrs::testing::WhenAll;
-
 using ::cqrs::testing::SpawnedOp;
-
 using ::cqrs::testing::Yield;
 
 using ::testing::ElementsAre;

@@ -27,7 +27,6 @@ namespace cqrs {
 namespace {
 
 using ::cqrs::testing::WhenAll;
-
 using ::cqrs::testing::SpawnedOp;
 
 using Claim = IdempotencyCache::Claim;
