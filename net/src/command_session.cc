@@ -66,7 +66,6 @@ CommandSession::CommandSession(asio::ip::tcp::socket socket, ServerShared& share
       decoder_({.max_frame_bytes = shared.options.max_frame_bytes}),
       out_({.max_frame_bytes = shared.options.max_frame_bytes}),
       writing_({.max_frame_bytes = shared.options.max_frame_bytes}),
-      write_signal_(socket_.get_executor()),
       resume_reading_(socket_.get_executor()),
       watchdog_(socket_.get_executor()) {}
 
@@ -91,14 +90,18 @@ Awaitable<void> CommandSession::Run() {
       Log(LogLevel::kError, absl::StrCat("session ", id, ": ", x.what()));
     }
   };
-  asio::co_spawn(socket_.get_executor(), Writer(), log_crash);
   asio::co_spawn(socket_.get_executor(), Watchdog(), log_crash);
 
   std::unique_ptr<Slot> slot;
   while (!closed_ && !close_after_flush_) {
     // Decode what is buffered first: frames left over when the in-flight limit stopped us.
     bool any_frame = false;
-    if (!DecodeBuffered(slot, any_frame)) break;
+    // Responses of handlers that finish during the batch leave together, in one write.
+    batching_ = true;
+    const bool go_on = DecodeBuffered(slot, any_frame);
+    batching_ = false;
+    Flush();
+    if (!go_on) break;
     if (in_flight_ >= options.max_in_flight) {
       // Backpressure: neither decode nor read until responses have been written.
       reading_paused_ = true;
@@ -300,7 +303,7 @@ void CommandSession::SendFrame(const v1::Frame& frame) {
         absl::StrCat("session ", id_, ": cannot send ", KindName(frame), ": ", status.message()));
     return;
   }
-  WakeWriter();
+  if (!batching_) Flush();
 }
 
 void CommandSession::SendResponse(const std::string& response) {
@@ -313,7 +316,7 @@ void CommandSession::SendResponse(const std::string& response) {
     return;
   }
   ++unwritten_responses_;
-  WakeWriter();
+  if (!batching_) Flush();
 }
 
 void CommandSession::SendError(v1::Error::Code code, std::string message, bool fatal) {
@@ -344,10 +347,10 @@ void CommandSession::CloseAfterFlush() {
   if (close_after_flush_ || closed_) return;
   close_after_flush_ = true;
   boost::system::error_code ec;
-  // Ends a pending read (as EOF) without disturbing the writer.
+  // Ends a pending read (as EOF) without disturbing a write in progress.
   socket_.shutdown(asio::ip::tcp::socket::shutdown_receive, ec);
   resume_reading_.cancel();
-  WakeWriter();
+  Flush();
 }
 
 void CommandSession::ForceClose() {
@@ -356,43 +359,46 @@ void CommandSession::ForceClose() {
   shared_.Remove();
   boost::system::error_code ec;
   socket_.close(ec);
-  write_signal_.cancel();
   resume_reading_.cancel();
   watchdog_.cancel();
 }
 
-void CommandSession::WakeWriter() {
-  if (writer_waiting_) write_signal_.cancel();
+void CommandSession::Flush() {
+  if (write_pending_ || closed_) return;
+  if (out_.empty()) {
+    if (close_after_flush_) {
+      boost::system::error_code ec;
+      socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+      ForceClose();
+    }
+    return;
+  }
+  std::swap(out_, writing_);
+  responses_in_write_ = std::exchange(unwritten_responses_, 0);
+  write_pending_ = true;
+  write_deadline_ = Clock::now() + shared_.options.write_timeout;
+  if (write_deadline_ < watchdog_.expiry()) watchdog_.cancel();
+  // A plain callback, not a coroutine: the first send happens right here, and the completion
+  // costs one handler.
+  asio::async_write(socket_, asio::buffer(writing_.data().data(), writing_.size()),
+                    [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
+                      self->OnWritten(ec);
+                    });
 }
 
-Awaitable<void> CommandSession::Writer() {
-  auto self = shared_from_this();
-  while (!closed_) {
-    if (out_.empty()) {
-      if (close_after_flush_) break;
-      writer_waiting_ = true;
-      write_signal_.expires_at(Clock::time_point::max());
-      co_await write_signal_.async_wait(kUse);
-      writer_waiting_ = false;
-      continue;
-    }
-    std::swap(out_, writing_);
-    const std::uint32_t responses = std::exchange(unwritten_responses_, 0);
-    write_deadline_ = Clock::now() + shared_.options.write_timeout;
-    if (write_deadline_ < watchdog_.expiry()) watchdog_.cancel();
-    auto [ec, n] = co_await asio::async_write(
-        socket_, asio::buffer(writing_.data().data(), writing_.size()), kUse);
-    write_deadline_ = Clock::time_point::max();
-    writing_.Clear();
-    if (ec) break;
-    // A command stops counting against max_in_flight once its response has been written.
-    if (responses != 0) OnResponsesWritten(responses);
-  }
-  if (!closed_) {
-    boost::system::error_code ec;
-    socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+void CommandSession::OnWritten(const boost::system::error_code& ec) {
+  write_pending_ = false;
+  write_deadline_ = Clock::time_point::max();
+  writing_.Clear();
+  if (ec) {
     ForceClose();
+    return;
   }
+  // A command stops counting against max_in_flight once its response has been written.
+  if (const std::uint32_t written = std::exchange(responses_in_write_, 0); written != 0) {
+    OnResponsesWritten(written);
+  }
+  Flush();
 }
 
 Awaitable<void> CommandSession::Watchdog() {

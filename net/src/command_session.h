@@ -42,7 +42,6 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
 
   // Each coroutine takes a local reference to the session before its first suspension (not a
   // by-value parameter: GCC 12 can destroy those twice).
-  Awaitable<void> Writer();
   Awaitable<void> Watchdog();
   Awaitable<void> Execute(Slot* slot, CommandProcessor::Admission* admission);
 
@@ -61,7 +60,10 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   // Sends Error{code, message, fatal}; a fatal error stops reading and closes after the flush.
   void SendError(v1::Error::Code code, std::string message, bool fatal);
   void CloseAfterFlush();
-  void WakeWriter();
+  // Starts writing what is queued unless a write is in progress; closes the connection once
+  // everything is written after CloseAfterFlush.
+  void Flush();
+  void OnWritten(const boost::system::error_code& ec);
   void SetReadDeadline(Clock::time_point deadline, const char* reason);
   void UpdateReadDeadline();
 
@@ -72,7 +74,6 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   FrameDecoder decoder_;
   FrameEncoder out_;
   FrameEncoder writing_;
-  asio::steady_timer write_signal_;
   asio::steady_timer resume_reading_;
   asio::steady_timer watchdog_;
   Clock::time_point read_deadline_ = Clock::time_point::max();
@@ -82,13 +83,15 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   // Commands received and not yet answered on the wire (running, or response queued).
   std::uint32_t in_flight_ = 0;
   std::uint32_t unwritten_responses_ = 0;  // Responses in out_.
+  std::uint32_t responses_in_write_ = 0;   // Responses in writing_.
   static constexpr std::size_t kSpareSlots = 64;
   std::vector<std::unique_ptr<Slot>> spare_slots_;
   // Deadlines of running commands that have one, earliest first (see Watchdog).
   std::multimap<Clock::time_point, Slot*> command_deadlines_;
   bool hello_done_ = false;
   bool reading_paused_ = false;
-  bool writer_waiting_ = false;
+  bool write_pending_ = false;
+  bool batching_ = false;  // Inside a read batch: responses wait for its end (see Flush).
   bool going_away_ = false;
   bool reader_done_ = false;
   bool close_after_flush_ = false;
