@@ -132,12 +132,19 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     auto self = shared_from_this();
     auto delay = std::chrono::duration<double, std::milli>(self->options.backoff.initial);
     while (!self->closed) {
-      const absl::Status status = co_await self->Connect();
+      absl::Status status = co_await self->Connect();
       if (status.ok()) {
-        delay = self->options.backoff.initial;
+        const auto connected_at = Clock::now();
         co_await self->Serve();
         if (self->closed) break;
-        continue;  // The connection worked: reconnect at once.
+        // A connection that lived a while resets the backoff and reconnects at once; one that
+        // the server dropped right away counts as a failed attempt (no tight reconnect loop).
+        if (Clock::now() - connected_at >= self->options.backoff.initial) {
+          delay = self->options.backoff.initial;
+          continue;
+        }
+        status = absl::UnavailableError(
+            absl::StrCat(self->Endpoint(), " closed the connection right after the handshake"));
       }
       if (self->closed) break;
       Log(LogLevel::kInfo, absl::StrCat("command client: ", status.message()));
@@ -436,7 +443,9 @@ Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Transmit(
         absl::StrCat("max_pending=", impl->options.max_pending, " commands are already waiting"));
   }
   if (!envelope.has_timestamp()) SetTimestamp(absl::Now(), *envelope.mutable_timestamp());
-  SetTimestamp(absl::Now() + absl::FromChrono(wait), *envelope.mutable_deadline());
+  if (wait < std::chrono::hours(24 * 365)) {
+    SetTimestamp(absl::Now() + absl::FromChrono(wait), *envelope.mutable_deadline());
+  }
   std::string bytes = envelope.SerializeAsString();
   if (bytes.size() + 16 > impl->options.max_frame_bytes) {
     co_return absl::InvalidArgumentError(
@@ -450,7 +459,9 @@ Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Transmit(
   co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(Result)>(
       [raw, &id, &bytes, &wait](auto handler) {
         Impl* const impl = raw;
-        const auto deadline = Clock::now() + wait;
+        // Timeouts beyond a year are as good as none (and cannot overflow the clock).
+        const auto deadline =
+            wait < std::chrono::hours(24 * 365) ? Clock::now() + wait : Clock::time_point::max();
         Impl::Pending& p = impl->pending[id];
         p.bytes = std::move(bytes);
         p.seq = impl->next_seq++;

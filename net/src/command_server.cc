@@ -1,6 +1,7 @@
 #include "cqrs/net/command_server.h"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -39,7 +40,7 @@ class CommandServer::Impl {
   Impl(const CommandRouter& router, CommandServerOptions options)
       : shared_(router, std::move(options)) {}
 
-  ~Impl() { Stop(); }
+  ~Impl() { Stop(/*graceful=*/false); }
 
   absl::Status Start() {
     std::lock_guard lock(mutex_);
@@ -69,12 +70,18 @@ class CommandServer::Impl {
     }
     port_ = acceptor_->local_endpoint().port();
     asio::co_spawn(*contexts_[0], Accept(), asio::detached);
+    running_threads_ = contexts_.size();
     for (auto& context : contexts_) {
-      threads_.emplace_back([&context] { context->run(); });
+      threads_.emplace_back([this, &context] {
+        context->run();
+        std::lock_guard lock(threads_mutex_);
+        --running_threads_;
+        threads_done_cv_.notify_all();
+      });
     }
     started_ = true;
-    Log(LogLevel::kInfo, absl::StrCat("command server listening on ", options.address, ":", port_,
-                                      " with ", threads, " threads"));
+    Log(LogLevel::kInfo, absl::StrCat("command server listening on ", options.address, ":",
+                                      port_.load(), " with ", threads, " threads"));
     return absl::OkStatus();
   }
 
@@ -88,27 +95,34 @@ class CommandServer::Impl {
       }
       stopping_ = true;
     }
-    shared_.shutting_down = true;
+    {
+      // Under the lock that Add takes: no session joins after the snapshot below.
+      std::lock_guard lock(shared_.mutex);
+      shared_.shutting_down = true;
+    }
     asio::post(*contexts_[0], [this] {
       boost::system::error_code ec;
       acceptor_->close(ec);
+      if (signals_) signals_->cancel(ec);
     });
     const auto drain = shared_.options.shutdown_drain;
     for (auto& session : LiveSessions()) {
       asio::post(session->executor(), [session, drain] { session->GoAway(drain); });
     }
-    const auto wait_until = [this](std::chrono::steady_clock::time_point until) {
+    const auto wait_for = [this](auto done, std::chrono::steady_clock::duration limit) {
       std::unique_lock lock(shared_.mutex);
-      return shared_.changed.wait_until(lock, until, [this] { return shared_.open == 0; });
+      return shared_.changed.wait_for(lock, limit, [&] { return done(); });
     };
-    if (!wait_until(std::chrono::steady_clock::now() + drain)) {
+    if (!wait_for([this] { return shared_.open == 0; }, drain)) {
       Log(LogLevel::kWarning, "shutdown drain expired; closing the remaining connections");
       for (auto& session : LiveSessions()) {
         asio::post(session->executor(), [session] { session->ForceClose(); });
       }
-      wait_until(std::chrono::steady_clock::now() + std::chrono::seconds(1));
     }
-    Stop();
+    // Closed sessions end once their cancelled commands have unwound.
+    const bool all_ended = wait_for([this] { return shared_.alive == 0; }, kStopGrace);
+    if (!all_ended) Log(LogLevel::kWarning, "sessions still running at shutdown; stopping anyway");
+    Stop(/*graceful=*/all_ended);
   }
 
   void Wait() {
@@ -118,25 +132,23 @@ class CommandServer::Impl {
 
   absl::Status Run() {
     if (auto status = Start(); !status.ok()) return status;
-    std::mutex mutex;
-    std::condition_variable signalled_cv;
-    bool signalled = false;
-    asio::signal_set signals(*contexts_[0], SIGINT, SIGTERM);
-    signals.async_wait([&](const boost::system::error_code& ec, int signal) {
-      if (!ec) Log(LogLevel::kInfo, absl::StrCat("signal ", signal, ": shutting down"));
-      std::lock_guard lock(mutex);
-      signalled = true;
-      signalled_cv.notify_all();
+    signals_.emplace(*contexts_[0], SIGINT, SIGTERM);
+    signals_->async_wait([this](const boost::system::error_code& ec, int signal) {
+      if (ec) return;  // Cancelled by Shutdown.
+      Log(LogLevel::kInfo, absl::StrCat("signal ", signal, ": shutting down"));
+      std::lock_guard lock(mutex_);
+      signalled_ = true;
+      stopped_cv_.notify_all();
     });
     {
-      std::unique_lock lock(mutex);
-      signalled_cv.wait(lock, [&] { return signalled; });
+      std::unique_lock lock(mutex_);
+      stopped_cv_.wait(lock, [this] { return signalled_ || stopping_; });
     }
     Shutdown();
     return absl::OkStatus();
   }
 
-  std::uint16_t port() const { return port_; }
+  std::uint16_t port() const { return port_.load(); }
   const CommandServerOptions& options() const { return shared_.options; }
 
   CommandServerStats stats() {
@@ -183,12 +195,19 @@ class CommandServer::Impl {
       }
       if (full) {
         shared_.connections_refused.fetch_add(1, std::memory_order_relaxed);
-        asio::co_spawn(context, Refuse(std::move(socket), shared_.options), asio::detached);
+        auto refused = std::make_shared<tcp::socket>(std::move(socket));
+        asio::post(context, [refused, this] { Refuse(refused, shared_.options); });
         continue;
       }
       auto session =
           std::make_shared<CommandSession>(std::move(socket), shared_, absl::StrCat("s", next));
-      shared_.Add(session);
+      // Registered before Add publishes it to Shutdown's snapshot (another thread).
+      session->MarkRegistered(true);
+      if (!shared_.Add(session)) {
+        session->MarkRegistered(false);
+        session->ForceClose();  // Shutting down: it would miss the GoAway.
+        continue;
+      }
       asio::co_spawn(
           context, [session] { return session->Run(); },
           [](std::exception_ptr e) {
@@ -202,7 +221,10 @@ class CommandServer::Impl {
     }
   }
 
-  static Awaitable<void> Refuse(tcp::socket socket, const CommandServerOptions& options) {
+  // Sends Error{TOO_MANY_CONNECTIONS} and closes. Callbacks share the socket, so a late timer
+  // never touches a freed one. Runs on the socket's executor.
+  static void Refuse(const std::shared_ptr<tcp::socket>& socket,
+                     const CommandServerOptions& options) {
     Log(LogLevel::kWarning, absl::StrCat("refusing a connection: max_connections=",
                                          options.max_connections, " reached"));
     v1::Frame frame;
@@ -210,30 +232,46 @@ class CommandServer::Impl {
     frame.mutable_error()->set_message(absl::StrCat(
         "the server is at max_connections=", options.max_connections, "; retry later"));
     frame.mutable_error()->set_fatal(true);
-    FrameEncoder encoder;
-    if (!encoder.Append(frame).ok()) co_return;
-    asio::steady_timer timer(socket.get_executor());
-    timer.expires_after(options.write_timeout);
-    timer.async_wait([&socket](const boost::system::error_code& ec) {
-      if (!ec) socket.close();
+    auto encoder = std::make_shared<FrameEncoder>();
+    if (!encoder->Append(frame).ok()) return;
+    auto timer =
+        std::make_shared<asio::steady_timer>(socket->get_executor(), options.write_timeout);
+    timer->async_wait([socket](const boost::system::error_code& ec) {
+      boost::system::error_code ignored;
+      if (!ec) socket->close(ignored);
     });
-    co_await asio::async_write(socket, asio::buffer(encoder.data().data(), encoder.size()), kUse);
-    timer.cancel();
-    boost::system::error_code ec;
-    socket.shutdown(tcp::socket::shutdown_both, ec);
-    socket.close(ec);
+    asio::async_write(*socket, asio::buffer(encoder->data().data(), encoder->size()),
+                      [socket, encoder, timer](const boost::system::error_code&, std::size_t) {
+                        timer->cancel();
+                        boost::system::error_code ignored;
+                        socket->shutdown(tcp::socket::shutdown_both, ignored);
+                        socket->close(ignored);
+                      });
   }
 
-  void Stop() {
+  // Lets the event loops run out of work (graceful) or stops them, then joins the threads.
+  void Stop(bool graceful) {
     std::lock_guard lock(mutex_);
     if (!started_ || stopped_) return;
     for (auto& guard : guards_) guard.reset();
-    for (auto& context : contexts_) context->stop();
+    if (graceful) {
+      std::unique_lock threads_lock(threads_mutex_);
+      if (!threads_done_cv_.wait_for(threads_lock, kStopGrace,
+                                     [this] { return running_threads_ == 0; })) {
+        Log(LogLevel::kWarning, "event loops still busy at shutdown; stopping them");
+        graceful = false;
+      }
+    }
+    if (!graceful) {
+      for (auto& context : contexts_) context->stop();
+    }
     for (auto& thread : threads_) thread.join();
     threads_.clear();
     stopped_ = true;
     stopped_cv_.notify_all();
   }
+
+  static constexpr std::chrono::seconds kStopGrace{2};
 
   ServerShared shared_;
   std::mutex mutex_;
@@ -245,7 +283,12 @@ class CommandServer::Impl {
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
   std::vector<std::thread> threads_;
   std::optional<tcp::acceptor> acceptor_;
-  std::uint16_t port_ = 0;
+  std::optional<asio::signal_set> signals_;
+  bool signalled_ = false;
+  std::atomic<std::uint16_t> port_{0};
+  std::mutex threads_mutex_;
+  std::condition_variable threads_done_cv_;
+  std::size_t running_threads_ = 0;
 };
 
 CommandServer::CommandServer(const CommandRouter& router, CommandServerOptions options)

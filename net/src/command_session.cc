@@ -70,7 +70,9 @@ CommandSession::CommandSession(asio::ip::tcp::socket socket, ServerShared& share
       watchdog_(socket_.get_executor()) {}
 
 CommandSession::~CommandSession() {
+  if (!registered_) return;
   if (!closed_) shared_.Remove();
+  shared_.Destroyed();
 }
 
 Awaitable<void> CommandSession::Run() {
@@ -102,6 +104,7 @@ Awaitable<void> CommandSession::Run() {
     batching_ = false;
     Flush();
     if (!go_on) break;
+    if (any_frame) frame_started_ = Clock::time_point::max();
     if (in_flight_ >= options.max_in_flight) {
       // Backpressure: neither decode nor read until responses have been written.
       reading_paused_ = true;
@@ -111,7 +114,6 @@ Awaitable<void> CommandSession::Run() {
       reading_paused_ = false;
       continue;
     }
-    if (any_frame) frame_started_ = Clock::time_point::max();
     UpdateReadDeadline();
     const auto space = decoder_.Prepare(kReadChunk);
     auto [read_error, n] =
@@ -256,31 +258,39 @@ bool CommandSession::OnHello(const v1::Hello& hello) {
 Awaitable<void> CommandSession::Execute(Slot* slot, CommandProcessor::Admission* raw_admission) {
   auto self = shared_from_this();
   std::unique_ptr<CommandProcessor::Admission> admission(raw_admission);
+  // A cancellation (the deadline, or ForceClose) reaches the operation the handler awaits;
+  // everything else goes on and answers (DEADLINE_EXCEEDED, INTERNAL) instead of throwing.
+  co_await asio::this_coro::throw_if_cancelled(false);
+  running_.insert(slot);
   const v1::CommandEnvelope& command = slot->frame->command();
   if (command.has_deadline()) {
-    // The watchdog cancels the command if it is still running at its deadline.
-    const auto at = Clock::now() + ToChrono(FromTimestamp(command.deadline()) - absl::Now());
-    slot->deadline = command_deadlines_.emplace(at, slot);
-    if (at < watchdog_.expiry()) watchdog_.cancel();
+    // The watchdog cancels the command if it is still running at its deadline. Deadlines more
+    // than a day away are not watched (and cannot overflow the clock).
+    const absl::Duration left = FromTimestamp(command.deadline()) - absl::Now();
+    if (left < absl::Hours(24)) {
+      const auto at = Clock::now() + ToChrono(left);
+      slot->deadline = command_deadlines_.emplace(at, slot);
+      if (at < watchdog_.expiry()) watchdog_.cancel();
+    }
   }
   CommandProcessor::Response response;
   try {
     response = co_await shared_.processor.Run(*admission, command, &slot->arena, principal_);
-  } catch (const std::exception& e) {
-    response = shared_.processor.Refuse(
-        command, absl::InternalError(absl::StrCat("the server failed: ", e.what())));
-  }
-  // The response must fit in a frame; the tag and length take at most 11 bytes.
-  if (response->size() + 11 > shared_.options.max_frame_bytes) {
-    response = shared_.processor.Refuse(
-        command, absl::InternalError(absl::StrCat(
-                     "the response of ", response->size(),
-                     " bytes exceeds max_frame_bytes=", shared_.options.max_frame_bytes)));
+    // The response must fit in a frame; the tag and length take at most 11 bytes.
+    if (response->size() + 11 > shared_.options.max_frame_bytes) {
+      response = shared_.processor.Refuse(
+          command, absl::InternalError(absl::StrCat(
+                       "the response of ", response->size(),
+                       " bytes exceeds max_frame_bytes=", shared_.options.max_frame_bytes)));
+    }
+  } catch (...) {
+    response = shared_.processor.Refuse(command, absl::InternalError("the server failed"));
   }
   if (slot->deadline) {
     command_deadlines_.erase(*slot->deadline);
     slot->deadline.reset();
   }
+  running_.erase(slot);
   SendResponse(*response);
 }
 
@@ -346,6 +356,7 @@ void CommandSession::GoAway(std::chrono::milliseconds drain) {
 void CommandSession::CloseAfterFlush() {
   if (close_after_flush_ || closed_) return;
   close_after_flush_ = true;
+  read_deadline_ = Clock::time_point::max();
   boost::system::error_code ec;
   // Ends a pending read (as EOF) without disturbing a write in progress.
   socket_.shutdown(asio::ip::tcp::socket::shutdown_receive, ec);
@@ -356,11 +367,14 @@ void CommandSession::CloseAfterFlush() {
 void CommandSession::ForceClose() {
   if (closed_) return;
   closed_ = true;
-  shared_.Remove();
+  if (registered_) shared_.Remove();
   boost::system::error_code ec;
   socket_.close(ec);
   resume_reading_.cancel();
   watchdog_.cancel();
+  // Commands still running stop at their next suspension; their responses have nowhere to go.
+  const std::vector<Slot*> running(running_.begin(), running_.end());
+  for (Slot* slot : running) slot->cancel.emit(asio::cancellation_type::terminal);
 }
 
 void CommandSession::Flush() {
@@ -376,24 +390,36 @@ void CommandSession::Flush() {
   std::swap(out_, writing_);
   responses_in_write_ = std::exchange(unwritten_responses_, 0);
   write_pending_ = true;
-  write_deadline_ = Clock::now() + shared_.options.write_timeout;
-  if (write_deadline_ < watchdog_.expiry()) watchdog_.cancel();
-  // A plain callback, not a coroutine: the first send happens right here, and the completion
-  // costs one handler.
-  asio::async_write(socket_, asio::buffer(writing_.data().data(), writing_.size()),
-                    [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
-                      self->OnWritten(ec);
-                    });
+  written_ = 0;
+  WriteSome();
 }
 
-void CommandSession::OnWritten(const boost::system::error_code& ec) {
-  write_pending_ = false;
-  write_deadline_ = Clock::time_point::max();
-  writing_.Clear();
+void CommandSession::WriteSome() {
+  // write_timeout bounds each step without progress, not the whole batch.
+  write_deadline_ = Clock::now() + shared_.options.write_timeout;
+  if (write_deadline_ < watchdog_.expiry()) watchdog_.cancel();
+  const auto rest = writing_.data().subspan(written_);
+  // A plain callback, not a coroutine: the first send happens right here.
+  socket_.async_write_some(asio::buffer(rest.data(), rest.size()),
+                           [self = shared_from_this()](const boost::system::error_code& ec,
+                                                       std::size_t n) { self->OnWritten(ec, n); });
+}
+
+void CommandSession::OnWritten(const boost::system::error_code& ec, std::size_t n) {
   if (ec) {
+    write_pending_ = false;
+    write_deadline_ = Clock::time_point::max();
     ForceClose();
     return;
   }
+  written_ += n;
+  if (written_ < writing_.size()) {
+    WriteSome();
+    return;
+  }
+  write_pending_ = false;
+  write_deadline_ = Clock::time_point::max();
+  writing_.Clear();
   // A command stops counting against max_in_flight once its response has been written.
   if (const std::uint32_t written = std::exchange(responses_in_write_, 0); written != 0) {
     OnResponsesWritten(written);

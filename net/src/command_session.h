@@ -13,6 +13,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "absl/container/flat_hash_set.h"
 #include "cqrs/core/command_processor.h"
 #include "cqrs/net/command_server.h"
 #include "cqrs/net/frame_codec.h"
@@ -35,6 +36,8 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   void GoAway(std::chrono::milliseconds drain);
   // Closes the socket at once. Call on the session's executor.
   void ForceClose();
+  // Called once ServerShared::Add accepted the session: it then counts in `open` and `alive`.
+  void MarkRegistered(bool registered) { registered_ = registered; }
   asio::any_io_executor executor() { return socket_.get_executor(); }
 
  private:
@@ -63,7 +66,8 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   // Starts writing what is queued unless a write is in progress; closes the connection once
   // everything is written after CloseAfterFlush.
   void Flush();
-  void OnWritten(const boost::system::error_code& ec);
+  void WriteSome();
+  void OnWritten(const boost::system::error_code& ec, std::size_t n);
   void SetReadDeadline(Clock::time_point deadline, const char* reason);
   void UpdateReadDeadline();
 
@@ -84,6 +88,9 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   std::uint32_t in_flight_ = 0;
   std::uint32_t unwritten_responses_ = 0;  // Responses in out_.
   std::uint32_t responses_in_write_ = 0;   // Responses in writing_.
+  std::size_t written_ = 0;                // Bytes of writing_ already sent.
+  // Commands whose coroutine runs (for ForceClose to cancel them).
+  absl::flat_hash_set<Slot*> running_;
   static constexpr std::size_t kSpareSlots = 64;
   std::vector<std::unique_ptr<Slot>> spare_slots_;
   // Deadlines of running commands that have one, earliest first (see Watchdog).
@@ -96,6 +103,7 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   bool reader_done_ = false;
   bool close_after_flush_ = false;
   bool closed_ = false;
+  bool registered_ = false;
   std::string principal_;
 };
 

@@ -42,8 +42,8 @@
 namespace cqrs {
 namespace {
 
-using ::cqrs::testing::WhenAll;
 using ::cqrs::testing::SpawnedOp;
+using ::cqrs::testing::WhenAll;
 using ::cqrs::testing::Yield;
 
 using ::testing::ElementsAre;

@@ -26,8 +26,8 @@
 namespace cqrs {
 namespace {
 
-using ::cqrs::testing::WhenAll;
 using ::cqrs::testing::SpawnedOp;
+using ::cqrs::testing::WhenAll;
 
 using Claim = IdempotencyCache::Claim;
 using Response = IdempotencyCache::Response;

@@ -395,6 +395,32 @@ TEST_F(CommandServerTest, ResponsesComeOutOfOrderAcrossSubjects) {
   EXPECT_EQ(second->status(), Response::OK);
 }
 
+// Regression: the watchdog's cancellation reached a command still waiting for its subject's
+// turn, which then threw at its next co_await and was answered INTERNAL.
+TEST_F(CommandServerTest, DeadlinePassingWhileWaitingForTheSubjectIsDeadlineExceeded) {
+  StartServer();
+  RawPeer peer;
+  ASSERT_NO_FATAL_FAILURE(Connect(peer));
+  ASSERT_TRUE(peer.Send(GatedFrame("holder", "subject-a")).ok());
+  ASSERT_TRUE(service_.handlers.gate.arrivals().WaitFor(1, kWait));
+  v1::Frame waiter = EchoFrame("waiter", "subject-a", "late");
+  SetTimestamp(absl::Now() + absl::Milliseconds(100),
+               *waiter.mutable_command()->mutable_deadline());
+  ASSERT_TRUE(peer.Send(waiter).ok());
+  // The waiter's deadline passes while "holder" runs; nothing is answered before the gate opens.
+  EXPECT_FALSE(peer.ReadResponse(std::chrono::milliseconds(300)).ok());
+  service_.handlers.gate.Open();
+  std::map<std::string, Response> responses;
+  for (int i = 0; i < 2; ++i) {
+    auto response = peer.ReadResponse(kWait);
+    ASSERT_TRUE(response.ok()) << response.status();
+    responses[response->command_id()] = *response;
+  }
+  EXPECT_EQ(responses["holder"].status(), Response::OK);
+  EXPECT_EQ(responses["waiter"].status(), Response::DEADLINE_EXCEEDED)
+      << responses["waiter"].ShortDebugString();
+}
+
 TEST_F(CommandServerTest, SameSubjectRunsInArrivalOrder) {
   constexpr int kCommands = 200;
   StartServer();
