@@ -60,7 +60,6 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
         socket(ex),
         out({.max_frame_bytes = options.max_frame_bytes}),
         writing({.max_frame_bytes = options.max_frame_bytes}),
-        write_signal(ex),
         deadline_timer(ex),
         backoff_timer(ex),
         random(std::random_device{}()) {
@@ -99,15 +98,31 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
 
   // --- sending --------------------------------------------------------------------------------
 
-  void WakeWriter() {
-    if (writer_waiting) write_signal.cancel();
+  // Starts writing what is queued unless a write is in progress (then its completion does).
+  // A plain callback: the first send happens right here.
+  void Flush() {
+    if (write_pending || !connected || out.empty()) return;
+    std::swap(out, writing);
+    write_pending = true;
+    asio::async_write(socket, asio::buffer(writing.data().data(), writing.size()),
+                      [self = shared_from_this(), generation = connection](
+                          const boost::system::error_code& ec, std::size_t) {
+                        self->write_pending = false;
+                        self->writing.Clear();
+                        if (ec && generation == self->connection) {
+                          boost::system::error_code ignored;
+                          self->socket.close(ignored);  // The reader sees it and reconnects.
+                          return;
+                        }
+                        self->Flush();  // More queued meanwhile, or a newer connection's.
+                      });
   }
 
   void Transmit(Pending& p) {
     if (!out.AppendSerialized(v1::Frame::kCommand, p.bytes).ok()) return;  // Checked in Send.
     if (p.ever_sent) ++resent;
     p.sent = p.ever_sent = true;
-    WakeWriter();
+    Flush();
   }
 
   void TransmitUnsent() {
@@ -246,10 +261,9 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     connected = true;
     draining = false;
     ++connects;
-    const std::uint64_t generation = ++connection;
+    ++connection;
     out.Clear();
     TransmitUnsent();
-    asio::co_spawn(ex, Writer(generation), asio::detached);
     v1::Frame frame;
     bool alive = true;
     while (alive && !closed) {
@@ -275,7 +289,6 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     connected = false;
     boost::system::error_code ignored;
     socket.close(ignored);
-    WakeWriter();
     for (auto& [id, p] : pending) p.sent = false;
   }
 
@@ -292,7 +305,7 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
       case v1::Frame::kPing: {
         v1::Frame pong;
         pong.mutable_pong()->set_nonce(frame.ping().nonce());
-        if (out.Append(pong).ok()) WakeWriter();
+        if (out.Append(pong).ok()) Flush();
         return true;
       }
       case v1::Frame::kError:
@@ -303,28 +316,6 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
         return !frame.error().fatal();
       default:
         return true;
-    }
-  }
-
-  Awaitable<void> Writer(std::uint64_t generation) {
-    auto self = shared_from_this();
-    while (!closed && connected && generation == connection) {
-      if (out.empty()) {
-        writer_waiting = true;
-        write_signal.expires_at(Clock::time_point::max());
-        co_await write_signal.async_wait(kUse);
-        writer_waiting = false;
-        continue;
-      }
-      std::swap(out, writing);
-      auto [ec, n] = co_await asio::async_write(
-          socket, asio::buffer(writing.data().data(), writing.size()), kUse);
-      writing.Clear();
-      if (ec) {
-        boost::system::error_code ignored;
-        if (generation == connection) socket.close(ignored);
-        break;
-      }
     }
   }
 
@@ -352,7 +343,6 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     FailAll(absl::CancelledError("the command client was closed"));
     boost::system::error_code ignored;
     socket.close(ignored);
-    write_signal.cancel();
     deadline_timer.cancel();
     backoff_timer.cancel();
   }
@@ -363,7 +353,6 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
   FrameDecoder decoder;
   FrameEncoder out;
   FrameEncoder writing;
-  asio::steady_timer write_signal;
   asio::steady_timer deadline_timer;
   asio::steady_timer backoff_timer;
   std::mt19937_64 random;
@@ -376,7 +365,7 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
   bool connected = false;
   bool draining = false;
   bool closed = false;
-  bool writer_waiting = false;
+  bool write_pending = false;
 };
 
 std::shared_ptr<CommandClient> CommandClient::Create(asio::any_io_executor executor,
