@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "cqrs/core/any_util.h"
 #include "cqrs/core/time_util.h"
 
 namespace cqrs {
@@ -31,7 +32,7 @@ v1::EventEnvelope& CommandContext::Emit(const google::protobuf::Message& event,
   envelope->set_type(type);
   envelope->set_version(options.version);
   *envelope->mutable_stream_info() = stream;
-  envelope->mutable_payload()->PackFrom(event);
+  PackAny(event, *envelope->mutable_payload());
   envelope->set_partition_key(options.partition_key.empty() ? stream.id()
                                                             : std::string(options.partition_key));
   envelope->set_producing_service_id(service_->service_id);

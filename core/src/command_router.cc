@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cqrs/core/any_util.h"
 #include "cqrs/core/time_util.h"
 
 namespace cqrs {
@@ -68,7 +69,7 @@ bool CommandRouter::Has(absl::string_view full_type_name) const {
 
 void CommandRouter::PackReply(const google::protobuf::Message& reply,
                               v1::CommandResponseEnvelope& response) {
-  response.mutable_payload()->PackFrom(reply);
+  PackAny(reply, *response.mutable_payload());
   response.set_type(reply.GetDescriptor()->full_name());
 }
 

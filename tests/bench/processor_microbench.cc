@@ -1,0 +1,98 @@
+// The transport-free command path on one thread: frame decode, CommandProcessor (idempotency,
+// sequencing, router, the user service's CreateUser handler, event staging and append) and
+// response encoding — what the server does per command minus the socket. Reports ns and heap
+// allocations (operator new calls) per command, so that allocation work can be tracked.
+//   build/release/tests/bench/cqrs_processor_microbench
+
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <google/protobuf/arena.h>
+
+#include "absl/strings/str_format.h"
+#include "cqrs/core/command_processor.h"
+#include "cqrs/net/frame_codec.h"
+#include "testing/frames.h"
+#include "user_handlers.h"
+
+namespace {
+
+std::atomic<std::uint64_t> g_allocations{0};
+
+class CountingSink : public cqrs::EventSink {
+ public:
+  absl::StatusOr<cqrs::AppendReceipt> Append(
+      std::span<cqrs::v1::EventEnvelope* const> events) override {
+    cqrs::AppendReceipt receipt{.first_offset = next_, .count = events.size(), .epoch = 1};
+    for (auto* event : events) event->set_offset(next_++);
+    return receipt;
+  }
+
+ private:
+  std::uint64_t next_ = 1;
+};
+
+void BM_ProcessCreateUser(benchmark::State& state) {
+  cqrs::CommandRouter router({.service_id = "user-service"});
+  users::UserDirectory directory;
+  if (!users::RegisterHandlers(router, directory).ok()) state.SkipWithError("register");
+  CountingSink sink;
+  router.set_event_sink(&sink);
+  cqrs::CommandProcessor processor(router);
+  boost::asio::io_context io(1);
+
+  std::uint64_t n = 0;
+  std::uint64_t allocations = 0;
+  cqrs::net::FrameEncoder out;
+  for (auto _ : state) {
+    state.PauseTiming();
+    users::v1::CreateUser create;
+    create.set_name("name-0123456789a");  // 16 characters, as in WORKLOADS.md.
+    const std::string id = absl::StrFormat("%08x-0000-4000-8000-%012x", n, n);  // 36 characters.
+    create.set_user_id(id);
+    const cqrs::v1::Frame command = cqrs::testing::CommandFrame(id, "", create);
+    const std::string bytes = cqrs::testing::Encode({&command, 1});
+    ++n;
+    state.ResumeTiming();
+
+    const std::uint64_t before = g_allocations.load(std::memory_order_relaxed);
+    cqrs::net::FrameDecoder decoder;
+    decoder.Feed(cqrs::testing::AsBytes(bytes));
+    google::protobuf::Arena arena;
+    auto* frame = google::protobuf::Arena::CreateMessage<cqrs::v1::Frame>(&arena);
+    if (decoder.Next(*frame) != cqrs::net::DecodeResult::kFrame) state.SkipWithError("decode");
+    auto admission = processor.Admit(frame->command());
+    boost::asio::co_spawn(
+        io,
+        [&]() -> cqrs::Awaitable<void> {
+          auto response = co_await processor.Run(admission, frame->command(), &arena, "");
+          out.Clear();
+          (void)out.AppendSerialized(cqrs::v1::Frame::kResponse, *response);
+        },
+        boost::asio::detached);
+    io.restart();
+    io.run();
+    allocations += g_allocations.load(std::memory_order_relaxed) - before;
+  }
+  state.counters["allocs_per_command"] =
+      benchmark::Counter(static_cast<double>(allocations) / static_cast<double>(n));
+}
+BENCHMARK(BM_ProcessCreateUser);
+
+}  // namespace
+
+void* operator new(std::size_t size) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(size)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+BENCHMARK_MAIN();
