@@ -1,6 +1,7 @@
 #include "command_session.h"
 
 #include <algorithm>
+#include <array>
 #include <exception>
 #include <map>
 #include <optional>
@@ -124,6 +125,17 @@ Awaitable<void> CommandSession::Run() {
   reader_done_ = true;
   // The peer closed its side or we stopped reading: let in-flight commands answer, then close.
   if (in_flight_ == 0 && !closed_) CloseAfterFlush();
+  if (closed_ || !close_after_flush_) co_return;
+  // Closing: drain (and drop) what the peer still sends until it closes too, so that our close
+  // does not reset the connection before the peer has read our last frames. The watchdog ends
+  // the wait at the linger deadline.
+  std::array<std::byte, 4096> scratch;
+  for (;;) {
+    auto [error, n] = co_await socket_.async_read_some(asio::buffer(scratch), kUse);
+    if (error) break;
+  }
+  peer_closed_ = true;
+  if (!write_pending_ && out_.empty()) ForceClose();
 }
 
 bool CommandSession::DecodeBuffered(std::unique_ptr<Slot>& slot, bool& any_frame) {
@@ -356,10 +368,9 @@ void CommandSession::GoAway(std::chrono::milliseconds drain) {
 void CommandSession::CloseAfterFlush() {
   if (close_after_flush_ || closed_) return;
   close_after_flush_ = true;
-  read_deadline_ = Clock::time_point::max();
-  boost::system::error_code ec;
-  // Ends a pending read (as EOF) without disturbing a write in progress.
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_receive, ec);
+  // The peer gets until the last write plus the linger time to read and close its side.
+  read_deadline_ = Clock::now() + shared_.options.write_timeout + kLinger;
+  if (read_deadline_ < watchdog_.expiry()) watchdog_.cancel();
   resume_reading_.cancel();
   Flush();
 }
@@ -381,9 +392,11 @@ void CommandSession::Flush() {
   if (write_pending_ || closed_) return;
   if (out_.empty()) {
     if (close_after_flush_) {
+      // Everything is written: FIN now; close once the peer has closed too (or at the linger
+      // deadline), so that unread input does not turn our close into a reset.
       boost::system::error_code ec;
-      socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-      ForceClose();
+      socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+      if (peer_closed_) ForceClose();
     }
     return;
   }
@@ -449,6 +462,10 @@ Awaitable<void> CommandSession::Watchdog() {
           absl::StrCat("session ", id_, " (", peer_, "): no write progress within write_timeout=",
                        shared_.options.write_timeout.count(), "ms; closing"));
       ForceClose();
+      break;
+    }
+    if (read_deadline_ <= now && close_after_flush_) {
+      ForceClose();  // Linger over.
       break;
     }
     if (read_deadline_ <= now && !close_after_flush_) {

@@ -103,6 +103,9 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   bool reader_done_ = false;
   bool close_after_flush_ = false;
   bool closed_ = false;
+  bool peer_closed_ = false;  // The peer's EOF arrived while closing.
+  // How long a closing connection waits for the peer to close after our last byte.
+  static constexpr std::chrono::seconds kLinger{1};
   bool registered_ = false;
   std::string principal_;
 };

@@ -10,10 +10,10 @@
 #include <cstdlib>
 #include <new>
 
+#include <google/protobuf/arena.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
-#include <google/protobuf/arena.h>
 
 #include "absl/strings/str_format.h"
 #include "cqrs/core/command_processor.h"

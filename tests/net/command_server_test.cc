@@ -549,6 +549,18 @@ TEST_F(CommandServerTest, FrameOfExactlyMaxFrameBytesIsAccepted) {
   EXPECT_EQ(service_.directory.size(), 1u);
 }
 
+// The server closes only after the peer has closed (or a linger time), draining what it still
+// sends, so that its close is a FIN and not a reset (with input left unread). On loopback a
+// reset happens not to destroy the Error frame, so this checks the outcome, not the mechanism.
+TEST_F(CommandServerTest, OversizeFrameWithItsBodyStillGetsTheErrorAndAnOrderlyClose) {
+  StartServer({.max_frame_bytes = 1024});
+  RawPeer peer;
+  ASSERT_NO_FATAL_FAILURE(Connect(peer));
+  ASSERT_TRUE(peer.SendBytes(testing::Header(200'000) + std::string(200'000, 'x')).ok());
+  ExpectError(peer, v1::Error::FRAME_TOO_LARGE, /*fatal=*/true);
+  EXPECT_TRUE(peer.ReadEof(kWait).ok());
+}
+
 TEST_F(CommandServerTest, GarbageClosesOnlyThatConnection) {
   StartServer();
   RawPeer bystander;
