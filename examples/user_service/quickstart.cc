@@ -1,47 +1,36 @@
 // The seed's sequence, end to end over a real socket, in one process:
 // a command server with the user service's CreateUser handler on 127.0.0.1 (kernel-chosen
-// port), a client that sends "Create user 'Bob'", and the events the command appended.
+// port), a client that sends "Create user 'Bob'", and the events the command appended to the
+// in-memory event log.
 //
 //   build/release/examples/cqrs_quickstart
 
 #include <cstdio>
-#include <mutex>
+#include <span>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
-#include "cqrs/core/event_sink.h"
+#include "cqrs/core/event_log.h"
 #include "cqrs/net/command_client.h"
 #include "cqrs/net/command_server.h"
 #include "user_handlers.h"
 
 namespace {
 
-// Prints every appended event and numbers them from 1 (the event log comes in a later step).
-class PrintingSink : public cqrs::EventSink {
- public:
-  absl::StatusOr<cqrs::AppendReceipt> Append(
-      std::span<cqrs::v1::EventEnvelope* const> events) override {
-    std::lock_guard lock(mutex_);
-    cqrs::AppendReceipt receipt{.first_offset = next_, .count = events.size(), .epoch = 1};
-    for (auto* event : events) {
-      event->set_offset(next_++);
-      event->set_epoch(1);
-      users::v1::UserCreated created;
-      if (event->payload().UnpackTo(&created)) {
-        std::printf("event   #%llu on '%s': User '%s' created (id %s)\n",
-                    static_cast<unsigned long long>(event->offset()), event->channel().c_str(),
-                    created.name().c_str(), created.user_id().c_str());
-      }
+// Prints each appended event as the seed's listeners would ("User 'Bob' created").
+void PrintEvents(std::span<const cqrs::EventLog::Record> appended) {
+  for (const auto& record : appended) {
+    cqrs::v1::EventEnvelope event;
+    users::v1::UserCreated created;
+    if (event.ParseFromString(record->envelope) && event.payload().UnpackTo(&created)) {
+      std::printf("event   #%llu on '%s': User '%s' created (id %s)\n",
+                  static_cast<unsigned long long>(record->offset), record->channel.c_str(),
+                  created.name().c_str(), created.user_id().c_str());
     }
-    return receipt;
   }
-
- private:
-  std::mutex mutex_;
-  std::uint64_t next_ = 1;
-};
+}
 
 }  // namespace
 
@@ -52,8 +41,9 @@ int main() {
     std::fprintf(stderr, "%s\n", status.ToString().c_str());
     return 1;
   }
-  PrintingSink sink;
-  router.set_event_sink(&sink);
+  cqrs::InMemoryEventLog log;
+  log.AddListener(PrintEvents);
+  router.set_event_sink(&log);
 
   cqrs::net::CommandServer server(router, {.threads = 1});
   if (auto status = server.Start(); !status.ok()) {

@@ -1,0 +1,98 @@
+// File: cqrs/core/event_log.h
+//
+// The event log: every appended event gets the next offset (gap-free, from 1) under an epoch
+// that identifies this history (an in-memory log gets a new one each time it starts), and is
+// serialized once into immutable shared bytes that readers and subscribers share.
+//
+//   InMemoryEventLog log({.max_events = 100'000});
+//   router.set_event_sink(&log);                       // commands append through it
+//   log.AddListener([](std::span<const EventLog::Record> appended) { ... });  // live
+//   auto replay = log.Read(/*after=*/41, /*max=*/1000);                        // resume
+//
+// Durable and distributed backends implement the same interface.
+
+#ifndef CQRS_CORE_EVENT_LOG_H_
+#define CQRS_CORE_EVENT_LOG_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "cqrs/core/event_sink.h"
+
+namespace cqrs {
+
+// One event as stored: its position, its channel and its serialized cqrs.v1.EventEnvelope
+// (offset and epoch included). Immutable once appended.
+struct EventRecord {
+  std::uint64_t offset = 0;
+  std::string channel;
+  std::string envelope;  // Serialized cqrs.v1.EventEnvelope.
+};
+
+class EventLog : public EventSink {
+ public:
+  using Record = std::shared_ptr<const EventRecord>;
+  // Called after every append with the records it added. Calls come one append at a time, in
+  // offset order, on the appending thread, outside the log's lock (Read works meanwhile); a
+  // listener must not block and must not append.
+  using Listener = std::function<void(std::span<const Record> appended)>;
+
+  // Up to `max` records with offsets after `after` (0: from the beginning), oldest first.
+  // kOutOfRange when events after `after` are no longer retained (the message names the
+  // earliest offset and the epoch); kInvalidArgument when `after` is beyond the head.
+  virtual absl::StatusOr<std::vector<Record>> Read(std::uint64_t after, std::size_t max) const = 0;
+  // Newest offset (0 when nothing was appended yet).
+  virtual std::uint64_t head() const = 0;
+  // Oldest retained offset; head() + 1 when nothing is retained.
+  virtual std::uint64_t earliest() const = 0;
+  virtual std::uint64_t epoch() const = 0;
+  // Listeners are called for every later append. Add them before appends start.
+  virtual void AddListener(Listener listener) = 0;
+};
+
+struct InMemoryEventLogOptions {
+  // Retention: the oldest events go once either bound is exceeded.
+  std::size_t max_events = 1'000'000;
+  std::size_t max_bytes = std::size_t{256} << 20;
+  // 0: a random non-zero epoch, new for every instance (history does not survive a restart).
+  std::uint64_t epoch = 0;
+};
+
+// The embedded default: a bounded window of the history in memory. Thread-safe.
+class InMemoryEventLog final : public EventLog {
+ public:
+  explicit InMemoryEventLog(InMemoryEventLogOptions options = {});
+
+  absl::StatusOr<AppendReceipt> Append(std::span<v1::EventEnvelope* const> events) override;
+  absl::StatusOr<std::vector<Record>> Read(std::uint64_t after, std::size_t max) const override;
+  std::uint64_t head() const override;
+  std::uint64_t earliest() const override;
+  std::uint64_t epoch() const override { return epoch_; }
+  void AddListener(Listener listener) override;
+
+  std::size_t retained_events() const;
+  std::size_t retained_bytes() const;
+
+ private:
+  const InMemoryEventLogOptions options_;
+  const std::uint64_t epoch_;
+  mutable absl::Mutex mutex_;
+  std::deque<Record> records_ ABSL_GUARDED_BY(mutex_);
+  std::uint64_t head_ ABSL_GUARDED_BY(mutex_) = 0;
+  std::size_t bytes_ ABSL_GUARDED_BY(mutex_) = 0;
+  absl::Mutex notify_mutex_;  // Orders listener calls; taken while holding mutex_.
+  std::vector<Listener> listeners_;
+};
+
+}  // namespace cqrs
+
+#endif  // CQRS_CORE_EVENT_LOG_H_

@@ -1,0 +1,163 @@
+#include "cqrs/core/event_log.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+#include <vector>
+
+#include "cqrs/v1/event.pb.h"
+
+namespace cqrs {
+namespace {
+
+v1::EventEnvelope Event(std::string id, std::string channel = "users") {
+  v1::EventEnvelope event;
+  event.set_id(std::move(id));
+  event.set_channel(std::move(channel));
+  event.set_type("users.v1.UserCreated");
+  return event;
+}
+
+absl::StatusOr<AppendReceipt> AppendAll(EventLog& log, std::vector<v1::EventEnvelope>& events) {
+  std::vector<v1::EventEnvelope*> pointers;
+  for (auto& event : events) pointers.push_back(&event);
+  return log.Append(pointers);
+}
+
+v1::EventEnvelope Decode(const EventLog::Record& record) {
+  v1::EventEnvelope event;
+  EXPECT_TRUE(event.ParseFromString(record->envelope));
+  return event;
+}
+
+TEST(InMemoryEventLog, AssignsContiguousOffsetsFromOneUnderOneEpoch) {
+  InMemoryEventLog log;
+  EXPECT_NE(log.epoch(), 0u);
+  EXPECT_EQ(log.head(), 0u);
+  EXPECT_EQ(log.earliest(), 1u);
+
+  std::vector<v1::EventEnvelope> batch = {Event("a"), Event("b"), Event("c")};
+  const auto receipt = AppendAll(log, batch);
+  ASSERT_TRUE(receipt.ok()) << receipt.status();
+  EXPECT_EQ(receipt->first_offset, 1u);
+  EXPECT_EQ(receipt->count, 3u);
+  EXPECT_EQ(receipt->epoch, log.epoch());
+  EXPECT_EQ(batch[2].offset(), 3u);  // The caller's envelopes carry their offsets too.
+  EXPECT_EQ(batch[2].epoch(), log.epoch());
+
+  std::vector<v1::EventEnvelope> next = {Event("d")};
+  EXPECT_EQ(AppendAll(log, next)->first_offset, 4u);
+  EXPECT_EQ(log.head(), 4u);
+}
+
+TEST(InMemoryEventLog, EveryInstanceHasItsOwnEpochUnlessOneIsGiven) {
+  InMemoryEventLog a;
+  InMemoryEventLog b;
+  EXPECT_NE(a.epoch(), b.epoch());
+  EXPECT_EQ(InMemoryEventLog({.epoch = 7}).epoch(), 7u);
+}
+
+TEST(InMemoryEventLog, ReadsFromAnOffsetWithTheSerializedEnvelope) {
+  InMemoryEventLog log({.epoch = 3});
+  std::vector<v1::EventEnvelope> batch = {Event("a"), Event("b", "orders"), Event("c")};
+  ASSERT_TRUE(AppendAll(log, batch).ok());
+
+  const auto all = log.Read(0, 100);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[1]->offset, 2u);
+  EXPECT_EQ((*all)[1]->channel, "orders");
+  const v1::EventEnvelope second = Decode((*all)[1]);
+  EXPECT_EQ(second.id(), "b");
+  EXPECT_EQ(second.offset(), 2u);
+  EXPECT_EQ(second.epoch(), 3u);
+
+  const auto after_one = log.Read(1, 1);
+  ASSERT_TRUE(after_one.ok());
+  ASSERT_EQ(after_one->size(), 1u);
+  EXPECT_EQ((*after_one)[0]->offset, 2u);
+
+  const auto at_head = log.Read(3, 10);
+  ASSERT_TRUE(at_head.ok());
+  EXPECT_TRUE(at_head->empty());
+
+  const auto beyond = log.Read(4, 10);
+  EXPECT_EQ(beyond.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(InMemoryEventLog, RetentionByCountAndBytesForgetsTheOldest) {
+  InMemoryEventLog by_count({.max_events = 2});
+  std::vector<v1::EventEnvelope> batch = {Event("a"), Event("b"), Event("c")};
+  ASSERT_TRUE(AppendAll(by_count, batch).ok());
+  EXPECT_EQ(by_count.retained_events(), 2u);
+  EXPECT_EQ(by_count.earliest(), 2u);
+  const auto too_old = by_count.Read(0, 10);
+  EXPECT_EQ(too_old.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(too_old.status().message().find("the earliest is 2"), absl::string_view::npos)
+      << too_old.status();
+  const auto from_earliest = by_count.Read(1, 10);
+  ASSERT_TRUE(from_earliest.ok());
+  EXPECT_EQ(from_earliest->size(), 2u);
+
+  InMemoryEventLog by_bytes({.max_bytes = 400});
+  for (int i = 0; i < 20; ++i) {
+    std::vector<v1::EventEnvelope> one = {Event(std::string(50, 'x'))};
+    ASSERT_TRUE(AppendAll(by_bytes, one).ok());
+  }
+  EXPECT_LE(by_bytes.retained_bytes(), 400u);
+  EXPECT_GT(by_bytes.retained_events(), 0u);
+  EXPECT_EQ(by_bytes.head(), 20u);
+  EXPECT_EQ(by_bytes.earliest(), 20u - by_bytes.retained_events() + 1);
+}
+
+TEST(InMemoryEventLog, ListenersSeeEveryAppendInOffsetOrder) {
+  InMemoryEventLog log;
+  std::vector<std::uint64_t> seen;
+  log.AddListener([&seen](std::span<const EventLog::Record> appended) {
+    for (const auto& record : appended) seen.push_back(record->offset);
+  });
+  std::vector<v1::EventEnvelope> first = {Event("a"), Event("b")};
+  std::vector<v1::EventEnvelope> second = {Event("c")};
+  ASSERT_TRUE(AppendAll(log, first).ok());
+  ASSERT_TRUE(AppendAll(log, second).ok());
+  EXPECT_EQ(seen, (std::vector<std::uint64_t>{1, 2, 3}));
+}
+
+TEST(InMemoryEventLog, ConcurrentAppendsStayGapFreeContiguousAndOrderedForListeners) {
+  InMemoryEventLog log;
+  std::vector<std::uint64_t> seen;  // Listener calls are serialized by the log.
+  log.AddListener([&seen](std::span<const EventLog::Record> appended) {
+    for (const auto& record : appended) seen.push_back(record->offset);
+  });
+  constexpr int kThreads = 4;
+  constexpr int kBatches = 500;
+  std::vector<std::thread> threads;
+  std::vector<std::vector<AppendReceipt>> receipts(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kBatches; ++i) {
+        std::vector<v1::EventEnvelope> batch = {Event("x"), Event("y")};
+        auto receipt = AppendAll(log, batch);
+        ASSERT_TRUE(receipt.ok());
+        // The two events of one append are contiguous.
+        ASSERT_EQ(batch[1].offset(), batch[0].offset() + 1);
+        receipts[t].push_back(*receipt);
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(log.head(), static_cast<std::uint64_t>(kThreads * kBatches * 2));
+  ASSERT_EQ(seen.size(), static_cast<std::size_t>(kThreads * kBatches * 2));
+  for (std::size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], i + 1) << i;
+}
+
+TEST(InMemoryEventLog, EmptyAppendIsANoOp) {
+  InMemoryEventLog log;
+  const auto receipt = log.Append({});
+  ASSERT_TRUE(receipt.ok());
+  EXPECT_EQ(receipt->count, 0u);
+  EXPECT_EQ(log.head(), 0u);
+}
+
+}  // namespace
+}  // namespace cqrs
