@@ -25,8 +25,7 @@ std::size_t CostOf(const EventRecord& record) {
 InMemoryEventLog::InMemoryEventLog(InMemoryEventLogOptions options)
     : options_(options), epoch_(options.epoch != 0 ? options.epoch : RandomEpoch()) {}
 
-absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(
-    std::span<v1::EventEnvelope* const> events) {
+absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<v1::EventEnvelope* const> events) {
   if (events.empty()) return AppendReceipt{.first_offset = 0, .count = 0, .epoch = epoch_};
   std::vector<std::shared_ptr<EventRecord>> built;
   built.reserve(events.size());
@@ -76,8 +75,8 @@ absl::StatusOr<std::vector<EventLog::Record>> InMemoryEventLog::Read(std::uint64
   const std::uint64_t earliest = records_.empty() ? head_ + 1 : records_.front()->offset;
   if (after + 1 < earliest) {
     return absl::OutOfRangeError(absl::StrCat("events after offset ", after,
-                                              " are no longer retained: the earliest is ",
-                                              earliest, " in epoch ", epoch_));
+                                              " are no longer retained: the earliest is ", earliest,
+                                              " in epoch ", epoch_));
   }
   std::vector<Record> out;
   if (records_.empty()) return out;
