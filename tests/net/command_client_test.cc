@@ -11,6 +11,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -19,6 +20,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 
 #include <chrono>
 #include <memory>
@@ -29,6 +31,7 @@
 #include "absl/strings/str_cat.h"
 #include "cqrs/net/command_client.h"
 #include "cqrs/net/command_server.h"
+#include "cqrs/net/frame_codec.h"
 #include "testing/coro.h"
 #include "testing/loopback_service.h"
 #include "testing/sync.h"
@@ -441,6 +444,60 @@ TEST_F(CommandClientTest, CloseFailsPendingSendsWithCancelled) {
       << run.after_close->status();
   EXPECT_FALSE(client->connected());
   EXPECT_EQ(client->stats().pending, 0u);
+}
+
+// --- reconnect backoff ----------------------------------------------------------------------
+
+namespace backoff {
+
+constexpr auto kUse = asio::as_tuple(asio::use_awaitable);
+
+// A misbehaving server: accepts, answers Hello with HelloAck, hangs up; counts connections.
+Awaitable<void> HelloAndHangUp(asio::ip::tcp::acceptor* acceptor, int* accepts) {
+  for (;;) {
+    auto [accept_error, socket] = co_await acceptor->async_accept(kUse);
+    if (accept_error) co_return;
+    ++*accepts;
+    FrameDecoder decoder;
+    v1::Frame frame;
+    while (decoder.Next(frame) != DecodeResult::kFrame) {
+      const auto space = decoder.Prepare();
+      auto [read_error, n] =
+          co_await socket.async_read_some(asio::buffer(space.data(), space.size()), kUse);
+      if (read_error) break;
+      decoder.Commit(n);
+    }
+    v1::Frame ack;
+    ack.mutable_hello_ack()->set_protocol_version(1);
+    FrameEncoder encoder;
+    if (!encoder.Append(ack).ok()) co_return;
+    co_await asio::async_write(socket, asio::buffer(encoder.data().data(), encoder.size()), kUse);
+    boost::system::error_code ignored;
+    socket.close(ignored);
+  }
+}
+
+}  // namespace backoff
+
+// A connection that the server drops right after the handshake counts as a failed attempt:
+// the client backs off instead of reconnecting in a tight loop. The test watches a fixed window
+// and counts connections; the exact count depends on timing, the bound does not.
+TEST_F(CommandClientTest, ServerHangingUpAfterTheHandshakeGetsBackoffNotATightLoop) {
+  asio::ip::tcp::acceptor acceptor(io_, {asio::ip::make_address("127.0.0.1"), 0});
+  int accepts = 0;
+  asio::co_spawn(io_, backoff::HelloAndHangUp(&acceptor, &accepts), asio::detached);
+  CommandClientOptions options;
+  options.port = acceptor.local_endpoint().port();
+  options.backoff.initial = milliseconds(50);
+  options.backoff.multiplier = 2.0;
+  options.backoff.jitter = 0.0;
+  options.backoff.max = milliseconds(1'000);
+  client_ = CommandClient::Create(io_.get_executor(), std::move(options));
+  io_.run_for(milliseconds(400));  // Attempts near 0, 50, 150 and 350 ms.
+  EXPECT_GE(accepts, 2);
+  EXPECT_LE(accepts, 8) << "the client reconnected without backing off";
+  boost::system::error_code ignored;
+  acceptor.close(ignored);
 }
 
 }  // namespace
