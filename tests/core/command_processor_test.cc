@@ -31,11 +31,14 @@
 #include "cqrs/core/time_util.h"
 #include "testing/coro.h"
 #include "testing/recording_sink.h"
+#include "testing/sync.h"
 #include "user_handlers.h"
 #include "users/v1/users.pb.h"
 
 namespace cqrs {
 namespace {
+
+using ::cqrs::testing::Log;
 
 using ::cqrs::testing::Spawn;
 using ::cqrs::testing::SpawnedOp;
@@ -59,23 +62,6 @@ std::vector<std::string> NamesOf(const std::vector<v1::EventEnvelope>& events) {
   }
   return names;
 }
-
-// What happened, in order, from any thread.
-class Log {
- public:
-  void Add(std::string entry) {
-    std::lock_guard lock(mutex_);
-    entries_.push_back(std::move(entry));
-  }
-  std::vector<std::string> entries() const {
-    std::lock_guard lock(mutex_);
-    return entries_;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<std::string> entries_;
-};
 
 v1::CommandEnvelope CreateUserCommand(std::string id, std::string name, std::string subject = {},
                                       std::string user_id = {}) {

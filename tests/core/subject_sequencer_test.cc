@@ -26,9 +26,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "testing/coro.h"
+#include "testing/sync.h"
 
 namespace cqrs {
 namespace {
+
+using ::cqrs::testing::Log;
 
 using ::cqrs::testing::Spawn;
 using ::cqrs::testing::SpawnedOp;
@@ -38,23 +41,6 @@ using ::cqrs::testing::Yield;
 using ::testing::ElementsAre;
 using Turn = SubjectSequencer::Turn;
 using PoolStrand = asio::strand<asio::thread_pool::executor_type>;
-
-// What happened, in order, from any thread.
-class Log {
- public:
-  void Add(std::string entry) {
-    std::lock_guard lock(mutex_);
-    entries_.push_back(std::move(entry));
-  }
-  std::vector<std::string> entries() const {
-    std::lock_guard lock(mutex_);
-    return entries_;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<std::string> entries_;
-};
 
 // Waits for `turn`, logs "<name>:start", yields `yields` times (anything not held back by the
 // sequencer interleaves here), logs "<name>:end" and releases the turn.

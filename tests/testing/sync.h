@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include <boost/asio/steady_timer.hpp>
@@ -71,6 +72,23 @@ class Gate {
  private:
   Counter opened_;
   Counter arrivals_;
+};
+
+// What happened, in order, from any thread.
+class Log {
+ public:
+  void Add(std::string entry) {
+    std::lock_guard lock(mutex_);
+    entries_.push_back(std::move(entry));
+  }
+  std::vector<std::string> entries() const {
+    std::lock_guard lock(mutex_);
+    return entries_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> entries_;
 };
 
 }  // namespace cqrs::testing
