@@ -383,6 +383,18 @@ LoadResult RunLinks(std::vector<std::unique_ptr<BlockingLink>>& links, std::size
   return merged;
 }
 
+// kW2Connections blocking links to `port`, numbered from 1.
+absl::StatusOr<std::vector<std::unique_ptr<BlockingLink>>> ConnectLinks(
+    std::uint16_t port, Peer peer, const CommandTemplate& command, std::uint32_t run) {
+  std::vector<std::unique_ptr<BlockingLink>> links;
+  for (std::size_t i = 0; i < kW2Connections; ++i) {
+    auto link = BlockingLink::Connect(port, peer, command, run, static_cast<std::uint16_t>(i + 1));
+    if (!link.ok()) return link.status();
+    links.push_back(*std::move(link));
+  }
+  return links;
+}
+
 absl::Status RunW2(int duration_s, int warmup, bool with_command_client) {
   auto server = BenchChild::Spawn({"--serve", "--threads=0"}, std::nullopt);
   if (!server.ok()) return server.status();
@@ -391,13 +403,9 @@ absl::Status RunW2(int duration_s, int warmup, bool with_command_client) {
   const CommandTemplate command = CommandTemplate::Make(kCommandDeadline);
   const auto warm_commands = static_cast<std::uint64_t>(std::max(warmup, 1));
 
-  std::vector<std::unique_ptr<BlockingLink>> blocking;
-  for (std::size_t i = 0; i < kW2Connections; ++i) {
-    auto link = BlockingLink::Connect(server->port(), Peer::kServer, command, run,
-                                      static_cast<std::uint16_t>(i + 1));
-    if (!link.ok()) return link.status();
-    blocking.push_back(*std::move(link));
-  }
+  auto connected = ConnectLinks(server->port(), Peer::kServer, command, run);
+  if (!connected.ok()) return connected.status();
+  std::vector<std::unique_ptr<BlockingLink>> blocking = *std::move(connected);
   LoadResult warm = RunLinks(blocking, kW2InFlight, warm_commands, CountedRunDeadline(), false);
   if (auto status = Failed(warm, "blocking client warm-up"); !status.ok()) return status;
   std::uint64_t ok_answers = warm.answered;
@@ -408,13 +416,9 @@ absl::Status RunW2(int duration_s, int warmup, bool with_command_client) {
                                  absl::StrCat("--response_bytes=", response_bytes)},
                                 std::nullopt);
   if (!echo.ok()) return echo.status();
-  std::vector<std::unique_ptr<BlockingLink>> floor;
-  for (std::size_t i = 0; i < kW2Connections; ++i) {
-    auto link = BlockingLink::Connect(echo->port(), Peer::kFloor, command, run,
-                                      static_cast<std::uint16_t>(i + 1));
-    if (!link.ok()) return link.status();
-    floor.push_back(*std::move(link));
-  }
+  auto floor_connected = ConnectLinks(echo->port(), Peer::kFloor, command, run);
+  if (!floor_connected.ok()) return floor_connected.status();
+  std::vector<std::unique_ptr<BlockingLink>> floor = *std::move(floor_connected);
   LoadResult floor_warm = RunLinks(floor, kW2InFlight, warm_commands, CountedRunDeadline(), false);
   if (auto status = Failed(floor_warm, "floor warm-up"); !status.ok()) return status;
 
