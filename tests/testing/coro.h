@@ -32,6 +32,19 @@ namespace cqrs::testing {
 
 inline constexpr std::chrono::seconds kDefaultDeadline{10};
 
+// Runs `io` until `*done` or the deadline; throws std::runtime_error (failing the test) when
+// the deadline passes first, and rethrows `error`.
+inline void RunUntilDone(asio::io_context& io, const bool* done, const std::exception_ptr* error,
+                         std::chrono::steady_clock::duration deadline) {
+  io.restart();
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  while (!*done && std::chrono::steady_clock::now() < until) {
+    if (io.run_one_until(until) == 0 && io.stopped()) break;
+  }
+  if (!*done) throw std::runtime_error("coroutine did not finish before its deadline");
+  if (*error) std::rethrow_exception(*error);
+}
+
 // Returns the coroutine's value; throws std::runtime_error (failing the test) when the deadline
 // passes first, and rethrows what the coroutine threw.
 template <typename T>
@@ -45,13 +58,7 @@ T Run(asio::io_context& io, Awaitable<T> coroutine,
     if (!e) value.emplace(std::move(v));
     done = true;
   });
-  io.restart();
-  const auto until = std::chrono::steady_clock::now() + deadline;
-  while (!done && std::chrono::steady_clock::now() < until) {
-    if (io.run_one_until(until) == 0 && io.stopped()) break;
-  }
-  if (!done) throw std::runtime_error("coroutine did not finish before its deadline");
-  if (error) std::rethrow_exception(error);
+  RunUntilDone(io, &done, &error, deadline);
   return std::move(*value);
 }
 
@@ -63,13 +70,7 @@ inline void Run(asio::io_context& io, Awaitable<void> coroutine,
     error = e;
     done = true;
   });
-  io.restart();
-  const auto until = std::chrono::steady_clock::now() + deadline;
-  while (!done && std::chrono::steady_clock::now() < until) {
-    if (io.run_one_until(until) == 0 && io.stopped()) break;
-  }
-  if (!done) throw std::runtime_error("coroutine did not finish before its deadline");
-  if (error) std::rethrow_exception(error);
+  RunUntilDone(io, &done, &error, deadline);
 }
 
 // Lets every coroutine still on `io` finish (after the objects they serve were closed), so that
