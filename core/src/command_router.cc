@@ -108,18 +108,6 @@ absl::StatusOr<google::protobuf::Message*> CommandRouter::Prepare(CommandContext
   return parsed;
 }
 
-Awaitable<absl::Status> CommandRouter::RunChain(Invocation* call, absl::string_view type) {
-  try {
-    co_return co_await Next(call, 0)();
-  } catch (const std::exception& e) {
-    co_return WithErrorCode(absl::InternalError("the handler failed"), "HANDLER_EXCEPTION",
-                            absl::StrCat("handler for ", type, " threw: ", e.what()));
-  } catch (...) {
-    co_return WithErrorCode(absl::InternalError("the handler failed"), "HANDLER_EXCEPTION",
-                            absl::StrCat("handler for ", type, " threw a non-std exception"));
-  }
-}
-
 void CommandRouter::FillHeader(const v1::CommandEnvelope& command,
                                v1::CommandResponseEnvelope& response) const {
   response.set_command_id(command.id());
@@ -141,7 +129,15 @@ Awaitable<void> CommandRouter::Dispatch(CommandContext& ctx,
     status = std::move(parsed).status();
   } else {
     Invocation call{entry, &interceptors_, *parsed, &ctx, &response};
-    status = co_await RunChain(&call, type);
+    try {
+      status = co_await Next(&call, 0)();
+    } catch (const std::exception& e) {
+      status = WithErrorCode(absl::InternalError("the handler failed"), "HANDLER_EXCEPTION",
+                             absl::StrCat("handler for ", type, " threw: ", e.what()));
+    } catch (...) {
+      status = WithErrorCode(absl::InternalError("the handler failed"), "HANDLER_EXCEPTION",
+                             absl::StrCat("handler for ", type, " threw a non-std exception"));
+    }
     // No timer races the handler (that would cost every command a timer, two spawned
     // coroutines and a thrown operation_aborted): a handler that finishes after the deadline is
     // answered DEADLINE_EXCEEDED and its events are dropped; one still suspended at the deadline

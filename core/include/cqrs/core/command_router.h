@@ -185,8 +185,6 @@ class CommandRouter {
   // Sets `entry` and `type` on the way.
   absl::StatusOr<google::protobuf::Message*> Prepare(CommandContext& ctx, const Entry*& entry,
                                                      absl::string_view& type) const;
-  // The interceptor chain and handler; exceptions become INTERNAL (HANDLER_EXCEPTION).
-  static Awaitable<absl::Status> RunChain(Invocation* call, absl::string_view type);
   static void PackReply(const google::protobuf::Message& reply,
                         v1::CommandResponseEnvelope& response);
 
