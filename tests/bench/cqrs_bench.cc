@@ -221,6 +221,28 @@ absl::Status Failed(const LoadResult& result, absl::string_view what) {
   return absl::OkStatus();
 }
 
+// Prepares `cc` for the CommandClient slices and runs their warm-up: `per_stream` commands on
+// each of `streams` streams per client, not recorded; counts OK answers into `ok_answers`.
+// Closes the clients when the warm-up fails.
+absl::Status WarmUpCommandClients(CcSlice& cc, asio::io_context& io,
+                                  std::vector<std::shared_ptr<net::CommandClient>>& clients,
+                                  std::uint32_t run, std::size_t streams, std::uint64_t per_stream,
+                                  std::uint64_t& ok_answers) {
+  cc.io = &io;
+  cc.run = run;
+  cc.deadline = Clock::time_point::max();
+  cc.record = false;
+  RunCommandClients(cc, clients, streams, per_stream, std::chrono::seconds(60));
+  if (auto status = Failed(cc.result, "CommandClient warm-up"); !status.ok()) {
+    CloseClients(io, clients);
+    return status;
+  }
+  ok_answers += cc.result.answered;
+  cc.result = LoadResult();
+  cc.record = true;
+  return absl::OkStatus();
+}
+
 std::uint32_t RandomRun() {
   std::random_device device;
   return device();
@@ -290,19 +312,11 @@ absl::Status RunW1(bool split, int round_trips, int warmup) {
   asio::io_context io(1);
   auto clients = MakeClients(io, server->port(), 1);
   CcSlice cc;
-  cc.io = &io;
-  cc.run = run;
-  cc.deadline = Clock::time_point::max();
-  cc.record = false;
-  RunCommandClients(cc, clients, 1, static_cast<std::uint64_t>(std::max(warmup, 1)),
-                    std::chrono::seconds(60));
-  if (auto status = Failed(cc.result, "CommandClient warm-up"); !status.ok()) {
-    CloseClients(io, clients);
+  if (auto status = WarmUpCommandClients(
+          cc, io, clients, run, 1, static_cast<std::uint64_t>(std::max(warmup, 1)), ok_answers);
+      !status.ok()) {
     return status;
   }
-  ok_answers += cc.result.answered;
-  cc.result = LoadResult();
-  cc.record = true;
 
   LoadResult floor_result;
   LoadResult blocking_result;
@@ -425,20 +439,12 @@ absl::Status RunW2(int duration_s, int warmup, bool with_command_client) {
   asio::io_context io(1);
   auto clients = MakeClients(io, server->port(), with_command_client ? kW2Connections : 0);
   CcSlice cc;
-  cc.io = &io;
-  cc.run = run;
-  cc.deadline = Clock::time_point::max();
-  cc.record = false;
-  RunCommandClients(cc, clients, kW2InFlight,
-                    std::max<std::uint64_t>(1, warm_commands / kW2InFlight),
-                    std::chrono::seconds(60));
-  if (auto status = Failed(cc.result, "CommandClient warm-up"); !status.ok()) {
-    CloseClients(io, clients);
+  if (auto status =
+          WarmUpCommandClients(cc, io, clients, run, kW2InFlight,
+                               std::max<std::uint64_t>(1, warm_commands / kW2InFlight), ok_answers);
+      !status.ok()) {
     return status;
   }
-  ok_answers += cc.result.answered;
-  cc.result = LoadResult();
-  cc.record = true;
 
   // 1-second slices, interleaved.
   const int slices = duration_s;
