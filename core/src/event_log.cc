@@ -1,8 +1,15 @@
 #include "cqrs/core/event_log.h"
 
 #include <random>
+#include <utility>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "cqrs/v1/gateway.pb.h"
 
 namespace cqrs {
 namespace {
@@ -14,25 +21,81 @@ std::uint64_t RandomEpoch() {
   return epoch;
 }
 
+using google::protobuf::io::CodedOutputStream;
+
 // Bytes an event costs the retention budget: its serialized envelope and channel, plus
 // bookkeeping.
 std::size_t CostOf(const EventRecord& record) {
-  return record.envelope.size() + record.channel.size() + 96;
+  return record.envelope().size() + record.channel().size() + 160;
+}
+
+// Appends a varint field (wire type 0) to serialized message bytes.
+void AppendVarintField(std::string& out, std::uint32_t field, std::uint64_t value) {
+  std::uint8_t bytes[16];
+  std::uint8_t* end = CodedOutputStream::WriteVarint32ToArray(field << 3, bytes);
+  end = CodedOutputStream::WriteVarint64ToArray(value, end);
+  out.append(reinterpret_cast<const char*>(bytes), static_cast<std::size_t>(end - bytes));
+}
+
+std::string RenderJson(const EventRecord& record) {
+  using google::protobuf::util::MessageToJsonString;
+  v1::EventEnvelope event;
+  std::string json = "{\"event\":";
+  if (!event.ParseFromString(record.envelope())) {
+    // Not reachable for records made by this process; keeps the output well-formed anyway.
+    absl::StrAppend(&json, "{\"offset\":\"", record.offset(), "\"}}");
+    return json;
+  }
+  std::string body;
+  if (MessageToJsonString(event, &body).ok()) {
+    absl::StrAppend(&json, body, "}");
+    return json;
+  }
+  // The payload's type is not linked into this program: render the rest canonically and the
+  // payload as its type URL and base64 bytes, so nothing is lost.
+  v1::EventEnvelope without_payload = event;
+  without_payload.clear_payload();
+  body.clear();
+  (void)MessageToJsonString(without_payload, &body);
+  body.pop_back();  // The closing brace.
+  google::protobuf::Struct payload;
+  (*payload.mutable_fields())["@type"].set_string_value(event.payload().type_url());
+  (*payload.mutable_fields())["value"].set_string_value(absl::Base64Escape(event.payload().value()));
+  std::string payload_json;
+  (void)MessageToJsonString(payload, &payload_json);
+  absl::StrAppend(&json, body, body.size() > 1 ? "," : "", "\"payload\":", payload_json, "}}");
+  return json;
 }
 
 }  // namespace
+
+EventRecord::EventRecord(std::uint64_t offset, std::string channel, std::string envelope)
+    : offset_(offset), channel_(std::move(channel)), envelope_(std::move(envelope)) {
+  // ServerMessage.event is field 3, length-delimited.
+  auto* bytes = reinterpret_cast<std::uint8_t*>(proto_prefix_.data());
+  std::uint8_t* end = CodedOutputStream::WriteVarint32ToArray((3 << 3) | 2, bytes);
+  end = CodedOutputStream::WriteVarint64ToArray(envelope_.size(), end);
+  proto_prefix_size_ = static_cast<std::uint8_t>(end - bytes);
+}
+
+const std::string& EventRecord::server_message_json() const {
+  absl::call_once(json_once_, [this] { json_ = RenderJson(*this); });
+  return json_;
+}
 
 InMemoryEventLog::InMemoryEventLog(InMemoryEventLogOptions options)
     : options_(options), epoch_(options.epoch != 0 ? options.epoch : RandomEpoch()) {}
 
 absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<v1::EventEnvelope* const> events) {
   if (events.empty()) return AppendReceipt{.first_offset = 0, .count = 0, .epoch = epoch_};
-  std::vector<std::shared_ptr<EventRecord>> built;
-  built.reserve(events.size());
-  for (v1::EventEnvelope* event : events) {
-    auto record = std::make_shared<EventRecord>();
-    record->channel = event->channel();
-    built.push_back(std::move(record));
+  // Serialize outside the lock, without offset and epoch; under the lock those two fields are
+  // appended to the bytes (protobuf accepts fields in any order), so each event is serialized
+  // exactly once and the lock is held only for the bookkeeping.
+  std::vector<std::string> bodies(events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    events[i]->clear_offset();
+    events[i]->clear_epoch();
+    events[i]->SerializeToString(&bodies[i]);
   }
   std::vector<Record> appended;
   appended.reserve(events.size());
@@ -40,16 +103,16 @@ absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<v1::EventEnvelo
   mutex_.Lock();
   receipt.first_offset = head_ + 1;
   for (std::size_t i = 0; i < events.size(); ++i) {
-    // Offsets are assigned under the lock, so the serialization (which includes them) is too;
-    // it is the only copy ever made of the event.
-    events[i]->set_offset(head_ + 1);
+    const std::uint64_t offset = ++head_;
+    events[i]->set_offset(offset);
     events[i]->set_epoch(epoch_);
-    built[i]->offset = head_ + 1;
-    events[i]->SerializeToString(&built[i]->envelope);
-    ++head_;
-    bytes_ += CostOf(*built[i]);
-    records_.push_back(built[i]);
-    appended.push_back(std::move(built[i]));
+    AppendVarintField(bodies[i], v1::EventEnvelope::kOffsetFieldNumber, offset);
+    AppendVarintField(bodies[i], v1::EventEnvelope::kEpochFieldNumber, epoch_);
+    auto record = std::make_shared<const EventRecord>(offset, events[i]->channel(),
+                                                      std::move(bodies[i]));
+    bytes_ += CostOf(*record);
+    records_.push_back(record);
+    appended.push_back(std::move(record));
   }
   while (!records_.empty() &&
          (records_.size() > options_.max_events || bytes_ > options_.max_bytes)) {
@@ -72,7 +135,7 @@ absl::StatusOr<std::vector<EventLog::Record>> InMemoryEventLog::Read(std::uint64
     return absl::InvalidArgumentError(
         absl::StrCat("offset ", after, " is beyond the head ", head_, " of epoch ", epoch_));
   }
-  const std::uint64_t earliest = records_.empty() ? head_ + 1 : records_.front()->offset;
+  const std::uint64_t earliest = records_.empty() ? head_ + 1 : records_.front()->offset();
   if (after + 1 < earliest) {
     return absl::OutOfRangeError(absl::StrCat("events after offset ", after,
                                               " are no longer retained: the earliest is ", earliest,
@@ -93,7 +156,7 @@ std::uint64_t InMemoryEventLog::head() const {
 
 std::uint64_t InMemoryEventLog::earliest() const {
   absl::MutexLock lock(&mutex_);
-  return records_.empty() ? head_ + 1 : records_.front()->offset;
+  return records_.empty() ? head_ + 1 : records_.front()->offset();
 }
 
 void InMemoryEventLog::AddListener(Listener listener) { listeners_.push_back(std::move(listener)); }

@@ -24,9 +24,9 @@ void PrintEvents(std::span<const cqrs::EventLog::Record> appended) {
   for (const auto& record : appended) {
     cqrs::v1::EventEnvelope event;
     users::v1::UserCreated created;
-    if (event.ParseFromString(record->envelope) && event.payload().UnpackTo(&created)) {
+    if (event.ParseFromString(record->envelope()) && event.payload().UnpackTo(&created)) {
       std::printf("event   #%llu on '%s': User '%s' created (id %s)\n",
-                  static_cast<unsigned long long>(record->offset), record->channel.c_str(),
+                  static_cast<unsigned long long>(record->offset()), record->channel().c_str(),
                   created.name().c_str(), created.user_id().c_str());
     }
   }

@@ -26,7 +26,7 @@ absl::StatusOr<AppendReceipt> AppendAll(EventLog& log, std::vector<v1::EventEnve
 
 v1::EventEnvelope Decode(const EventLog::Record& record) {
   v1::EventEnvelope event;
-  EXPECT_TRUE(event.ParseFromString(record->envelope));
+  EXPECT_TRUE(event.ParseFromString(record->envelope()));
   return event;
 }
 
@@ -65,8 +65,8 @@ TEST(InMemoryEventLog, ReadsFromAnOffsetWithTheSerializedEnvelope) {
   const auto all = log.Read(0, 100);
   ASSERT_TRUE(all.ok()) << all.status();
   ASSERT_EQ(all->size(), 3u);
-  EXPECT_EQ((*all)[1]->offset, 2u);
-  EXPECT_EQ((*all)[1]->channel, "orders");
+  EXPECT_EQ((*all)[1]->offset(), 2u);
+  EXPECT_EQ((*all)[1]->channel(), "orders");
   const v1::EventEnvelope second = Decode((*all)[1]);
   EXPECT_EQ(second.id(), "b");
   EXPECT_EQ(second.offset(), 2u);
@@ -75,7 +75,7 @@ TEST(InMemoryEventLog, ReadsFromAnOffsetWithTheSerializedEnvelope) {
   const auto after_one = log.Read(1, 1);
   ASSERT_TRUE(after_one.ok());
   ASSERT_EQ(after_one->size(), 1u);
-  EXPECT_EQ((*after_one)[0]->offset, 2u);
+  EXPECT_EQ((*after_one)[0]->offset(), 2u);
 
   const auto at_head = log.Read(3, 10);
   ASSERT_TRUE(at_head.ok());
@@ -114,7 +114,7 @@ TEST(InMemoryEventLog, ListenersSeeEveryAppendInOffsetOrder) {
   InMemoryEventLog log;
   std::vector<std::uint64_t> seen;
   log.AddListener([&seen](std::span<const EventLog::Record> appended) {
-    for (const auto& record : appended) seen.push_back(record->offset);
+    for (const auto& record : appended) seen.push_back(record->offset());
   });
   std::vector<v1::EventEnvelope> first = {Event("a"), Event("b")};
   std::vector<v1::EventEnvelope> second = {Event("c")};
@@ -127,7 +127,7 @@ TEST(InMemoryEventLog, ConcurrentAppendsStayGapFreeContiguousAndOrderedForListen
   InMemoryEventLog log;
   std::vector<std::uint64_t> seen;  // Listener calls are serialized by the log.
   log.AddListener([&seen](std::span<const EventLog::Record> appended) {
-    for (const auto& record : appended) seen.push_back(record->offset);
+    for (const auto& record : appended) seen.push_back(record->offset());
   });
   constexpr int kThreads = 4;
   constexpr int kBatches = 500;

@@ -1,24 +1,49 @@
-// A user-service command server for tests driven by other languages (tests/net/python):
-// listens on 127.0.0.1 with a kernel-chosen port, prints "PORT <n>" on stdout, serves until
+// A user-service server for tests driven by other languages (tests/net/python): a command
+// server and an event gateway on 127.0.0.1 with kernel-chosen ports, an in-memory event log.
+// Prints "PORT <command port>" and "GATEWAY <gateway port>" on stdout, serves until
 // SIGTERM/SIGINT, then shuts down gracefully (GoAway, drain) and exits 0.
 //
-//   cqrs_test_user_server [--drain-ms N]
+//   cqrs_test_user_server [--drain-ms N] [--max-events N] [--max-queue-bytes N]
+//                         [--max-message-bytes N] [--write-timeout-ms N]
+//                         [--allowed-origin ORIGIN]...
 
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
+#include <string>
+
+#include "cqrs/core/event_log.h"
+#include "cqrs/core/fanout_hub.h"
 #include "cqrs/net/command_server.h"
-#include "testing/recording_sink.h"
+#include "cqrs/net/event_gateway.h"
 #include "user_handlers.h"
 
 int main(int argc, char** argv) {
   cqrs::net::CommandServerOptions options;
   options.threads = 2;
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::strcmp(argv[i], "--drain-ms") == 0) {
-      options.shutdown_drain = std::chrono::milliseconds(std::atoi(argv[i + 1]));
+  cqrs::InMemoryEventLogOptions log_options;
+  cqrs::net::EventGatewayOptions gateway_options;
+  gateway_options.threads = 2;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    const char* value = argv[i + 1];
+    if (flag == "--drain-ms") {
+      options.shutdown_drain = std::chrono::milliseconds(std::atoi(value));
+    } else if (flag == "--max-events") {
+      log_options.max_events = std::strtoull(value, nullptr, 10);
+    } else if (flag == "--max-queue-bytes") {
+      gateway_options.max_queue_bytes = std::strtoull(value, nullptr, 10);
+    } else if (flag == "--max-message-bytes") {
+      gateway_options.max_message_bytes = std::strtoull(value, nullptr, 10);
+    } else if (flag == "--write-timeout-ms") {
+      gateway_options.write_timeout = std::chrono::milliseconds(std::atoi(value));
+    } else if (flag == "--allowed-origin") {
+      gateway_options.allowed_origins.push_back(value);
+    } else {
+      std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
+      return 2;
     }
   }
   // Block the signals before the server's threads start, then take them here with sigwait.
@@ -34,19 +59,25 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", status.ToString().c_str());
     return 1;
   }
-  cqrs::testing::RecordingSink sink;
-  router.set_event_sink(&sink);
+  cqrs::InMemoryEventLog log(log_options);
+  cqrs::FanoutHub hub(log);
+  router.set_event_sink(&log);
   cqrs::net::CommandServer server(router, options);
-  if (auto status = server.Start(); !status.ok()) {
-    std::fprintf(stderr, "%s\n", status.ToString().c_str());
-    return 1;
+  cqrs::net::EventGateway gateway(hub, gateway_options);
+  for (absl::Status status : {server.Start(), gateway.Start()}) {
+    if (!status.ok()) {
+      std::fprintf(stderr, "%s\n", status.ToString().c_str());
+      return 1;
+    }
   }
-  std::printf("PORT %u\n", server.port());
+  std::printf("PORT %u\nGATEWAY %u\n", server.port(), gateway.port());
   std::fflush(stdout);
   int signal = 0;
   sigwait(&signals, &signal);
   server.Shutdown();
-  std::printf("STOPPED commands=%llu events=%zu\n",
-              static_cast<unsigned long long>(server.stats().commands), sink.size());
+  gateway.Shutdown();
+  std::printf("STOPPED commands=%llu events=%llu\n",
+              static_cast<unsigned long long>(server.stats().commands),
+              static_cast<unsigned long long>(log.head()));
   return 0;
 }

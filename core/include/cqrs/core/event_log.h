@@ -14,6 +14,7 @@
 #ifndef CQRS_CORE_EVENT_LOG_H_
 #define CQRS_CORE_EVENT_LOG_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -23,19 +24,47 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/call_once.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "cqrs/core/event_sink.h"
 
 namespace cqrs {
 
 // One event as stored: its position, its channel and its serialized cqrs.v1.EventEnvelope
-// (offset and epoch included). Immutable once appended.
-struct EventRecord {
-  std::uint64_t offset = 0;
-  std::string channel;
-  std::string envelope;  // Serialized cqrs.v1.EventEnvelope.
+// (offset and epoch included). Immutable once appended; the gateway's wire forms of it are made
+// from these bytes (proto: a short prefix before `envelope`; JSON: rendered once, on first use).
+class EventRecord {
+ public:
+  EventRecord(std::uint64_t offset, std::string channel, std::string envelope);
+  EventRecord(const EventRecord&) = delete;
+  EventRecord& operator=(const EventRecord&) = delete;
+
+  std::uint64_t offset() const noexcept { return offset_; }
+  const std::string& channel() const noexcept { return channel_; }
+  // The serialized cqrs.v1.EventEnvelope.
+  const std::string& envelope() const noexcept { return envelope_; }
+
+  // The bytes that turn `envelope()` into a serialized cqrs.v1.ServerMessage{event}: send
+  // proto_prefix() then envelope(). No copy of the envelope is made.
+  absl::string_view proto_prefix() const noexcept {
+    return absl::string_view(proto_prefix_.data(), proto_prefix_size_);
+  }
+  // cqrs.v1.ServerMessage{event} in protobuf's canonical JSON mapping, payload included when its
+  // type is linked into the program (otherwise the payload is rendered as {"@type": url,
+  // "value": base64}). Rendered on the first call, from any thread; the same bytes afterwards.
+  const std::string& server_message_json() const;
+
+ private:
+  const std::uint64_t offset_;
+  const std::string channel_;
+  const std::string envelope_;
+  std::array<char, 8> proto_prefix_{};
+  std::uint8_t proto_prefix_size_ = 0;
+  mutable absl::once_flag json_once_;
+  mutable std::string json_;
 };
 
 class EventLog : public EventSink {

@@ -1,0 +1,63 @@
+#include "cqrs/core/fanout_hub.h"
+
+#include <algorithm>
+
+namespace cqrs {
+
+FanoutHub::Batch::Batch(std::uint64_t last_offset, std::span<const EventLog::Record> records)
+    : last_offset_(last_offset), records_(records.begin(), records.end()) {}
+
+FanoutHub::Batch::~Batch() {
+  // Unlink successors that only this batch keeps alive one at a time, so that dropping a long
+  // chain (a subscriber far behind) does not recurse once per batch.
+  std::shared_ptr<const Batch> next = std::move(next_);
+  while (next != nullptr && next.use_count() == 1) {
+    std::shared_ptr<const Batch> after = std::move(next->next_);
+    next = std::move(after);
+  }
+}
+
+std::shared_ptr<const FanoutHub::Batch> FanoutHub::Batch::next() const noexcept {
+  if (!published_.load(std::memory_order_acquire)) return nullptr;
+  return next_;
+}
+
+FanoutHub::FanoutHub(EventLog& log)
+    : log_(log), tail_(std::make_shared<const Batch>(log.head(), std::span<const EventLog::Record>())) {
+  log_.AddListener([this](std::span<const EventLog::Record> appended) { Publish(appended); });
+}
+
+FanoutHub::BatchPtr FanoutHub::Tail() const {
+  absl::MutexLock lock(&tail_mutex_);
+  return tail_;
+}
+
+void FanoutHub::Publish(std::span<const EventLog::Record> appended) {
+  if (appended.empty()) return;
+  auto batch = std::make_shared<const Batch>(appended.back()->offset(), appended);
+  {
+    absl::MutexLock lock(&tail_mutex_);
+    // The log calls listeners one append at a time, in offset order, so tail_ is the previous
+    // append's batch.
+    tail_->next_ = batch;
+    tail_->published_.store(true, std::memory_order_release);
+    tail_ = std::move(batch);
+  }
+  published_.fetch_add(1, std::memory_order_relaxed);
+  absl::MutexLock lock(&wakers_mutex_);
+  for (auto& [id, waker] : wakers_) waker();
+}
+
+std::uint64_t FanoutHub::AddWaker(Waker waker) {
+  absl::MutexLock lock(&wakers_mutex_);
+  const std::uint64_t id = next_waker_id_++;
+  wakers_.emplace_back(id, std::move(waker));
+  return id;
+}
+
+void FanoutHub::RemoveWaker(std::uint64_t id) {
+  absl::MutexLock lock(&wakers_mutex_);
+  std::erase_if(wakers_, [id](const auto& entry) { return entry.first == id; });
+}
+
+}  // namespace cqrs
