@@ -3,6 +3,7 @@
 #include <random>
 #include <utility>
 
+#include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
@@ -37,6 +38,15 @@ void AppendVarintField(std::string& out, std::uint32_t field, std::uint64_t valu
   out.append(reinterpret_cast<const char*>(bytes), static_cast<std::size_t>(end - bytes));
 }
 
+bool PayloadTypeIsLinked(const google::protobuf::Any& payload) {
+  if (payload.type_url().empty()) return true;  // No payload: nothing to resolve.
+  const absl::string_view url = payload.type_url();
+  const std::size_t slash = url.rfind('/');
+  const absl::string_view name = slash == absl::string_view::npos ? url : url.substr(slash + 1);
+  return google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(
+             std::string(name)) != nullptr;
+}
+
 std::string RenderJson(const EventRecord& record) {
   using google::protobuf::util::MessageToJsonString;
   v1::EventEnvelope event;
@@ -47,7 +57,7 @@ std::string RenderJson(const EventRecord& record) {
     return json;
   }
   std::string body;
-  if (MessageToJsonString(event, &body).ok()) {
+  if (PayloadTypeIsLinked(event.payload()) && MessageToJsonString(event, &body).ok()) {
     absl::StrAppend(&json, body, "}");
     return json;
   }
@@ -58,12 +68,12 @@ std::string RenderJson(const EventRecord& record) {
   body.clear();
   (void)MessageToJsonString(without_payload, &body);
   body.pop_back();  // The closing brace.
-  google::protobuf::Struct payload;
-  (*payload.mutable_fields())["@type"].set_string_value(event.payload().type_url());
-  (*payload.mutable_fields())["value"].set_string_value(absl::Base64Escape(event.payload().value()));
-  std::string payload_json;
-  (void)MessageToJsonString(payload, &payload_json);
-  absl::StrAppend(&json, body, body.size() > 1 ? "," : "", "\"payload\":", payload_json, "}}");
+  google::protobuf::Value type_url;
+  type_url.set_string_value(event.payload().type_url());
+  std::string type_url_json;
+  (void)MessageToJsonString(type_url, &type_url_json);  // A JSON string, escaped.
+  absl::StrAppend(&json, body, body.size() > 1 ? "," : "", "\"payload\":{\"@type\":", type_url_json,
+                  ",\"value\":\"", absl::Base64Escape(event.payload().value()), "\"}}}");
   return json;
 }
 

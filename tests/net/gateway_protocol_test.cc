@@ -4,6 +4,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <span>
 #include <string>
 
 namespace cqrs::net {
@@ -205,6 +210,46 @@ TEST(EncodeServerMessage, JsonFailsForAnUnknownPayloadType) {
   EXPECT_THAT(json.status().message(), HasSubstr("not.linked.Anywhere"));
   // The binary format needs no type information.
   EXPECT_TRUE(EncodeServerMessage(WireFormat::kProto, message).ok());
+}
+
+// The committed fuzz seed corpus stays meaningful as the schema evolves: its streams decode as
+// their names say, and together they carry every ClientMessage kind in both formats.
+TEST(GatewayMessageCorpus, SeedsDecodeAndCoverEveryKindInBothFormats) {
+  const std::filesystem::path dir =
+      std::filesystem::path(CQRS_FUZZ_CORPUS_DIR) / "gateway_message";
+  std::set<std::pair<WireFormat, int>> kinds;
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    // regression_* files are inputs that once crashed the fuzzer: arbitrary bytes by design.
+    if (name.starts_with("regression_")) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_FALSE(bytes.empty()) << name;
+    // The control byte, see fuzz/gateway_message_fuzz.cc.
+    const auto control = static_cast<unsigned char>(bytes[0]);
+    const WireFormat format = (control & 1) != 0 ? WireFormat::kProto : WireFormat::kJson;
+    const std::size_t limits[] = {4096, 125, 1000, 65536};
+    ws::Decoder decoder({.max_message_bytes = limits[(control >> 4) & 3],
+                         .require_mask = (control & 0x40) == 0});
+    std::span<char> input(bytes.data() + 1 + ((control >> 1) & 7),
+                          bytes.size() - 1 - ((control >> 1) & 7));
+    for (ws::Decoder::Event event; (event = decoder.Next(input)) != ws::Decoder::Event::kNeedMore;) {
+      if (event == ws::Decoder::Event::kError) break;
+      if (event != ws::Decoder::Event::kMessage || name.find("refused") != std::string::npos) {
+        continue;
+      }
+      v1::ClientMessage message;
+      const absl::Status status = DecodeClientMessage(format, decoder.message(), message);
+      EXPECT_TRUE(status.ok()) << name << ": " << status;
+      kinds.emplace(format, message.kind_case());
+    }
+    EXPECT_EQ(decoder.failed(), name.starts_with("bad_")) << name << ": " << decoder.error();
+    ++files;
+  }
+  EXPECT_GT(files, 0);
+  const int kind_count = v1::ClientMessage::descriptor()->FindOneofByName("kind")->field_count();
+  EXPECT_EQ(kinds.size(), 2u * static_cast<std::size_t>(kind_count));
 }
 
 }  // namespace
