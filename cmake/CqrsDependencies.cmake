@@ -24,8 +24,9 @@ find_package(absl CONFIG QUIET)
 cqrs_require(absl_FOUND "Abseil" "libabsl-dev")
 
 # Debian ships Boost 1.74 as libboost-dev; Asio's awaitable operators and Beast need 1.81.
-find_package(Boost 1.81 CONFIG QUIET)
-cqrs_require(Boost_FOUND "Boost 1.81 (Asio, Beast)" "libboost1.81-dev")
+# Boost.URL (ws:// URLs of the event subscriber) is a compiled library of its own.
+find_package(Boost 1.81 CONFIG QUIET COMPONENTS url)
+cqrs_require(Boost_FOUND "Boost 1.81 (Asio, Beast, URL)" "libboost1.81-dev libboost-url1.81-dev")
 
 if(CQRS_BUILD_TESTS)
   find_package(GTest CONFIG QUIET)

@@ -8,14 +8,17 @@
 //   bit 6     set: unmasked frames are accepted (require_mask = false).
 // The rest is the stream. Properties:
 //   1. decoding the stream in one piece and in the chosen chunks (each a separate allocation,
-//      so that nothing may point into an earlier one) yields the same events, messages, close
-//      codes and errors, and leaves the decoder in the same state;
+//      so that nothing may point into an earlier one; the decoder shrunk whenever idle and moved
+//      now and then, as the gateway does) yields the same events, messages, close codes and
+//      errors, and leaves the decoder in the same state;
 //   2. every event respects its contract: messages within the limit, text valid UTF-8, control
 //      payloads <= 125 bytes, close codes valid, error codes 1002/1007/1009, the buffer within
 //      the limit (the run uses -malloc_limit_mb: allocating an announced length would abort);
 //   3. whatever the decoder hands out, the server encoders re-frame, and that decodes the same;
 //   4. a message that DecodeClientMessage accepts (in either format) encodes back, and that
-//      decodes to an equal message.
+//      decodes to an equal message; so does a ServerMessage answering it (EncodeServerMessage);
+//   5. ChooseSubprotocol, given the stream's first bytes as a header, picks one of ours or fails
+//      with kInvalidArgument.
 
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
@@ -75,11 +78,13 @@ void CheckClientMessage(WireFormat format, absl::string_view payload) {
   cqrs::v1::ClientMessage message;
   const absl::Status status = cqrs::net::DecodeClientMessage(format, payload, message);
   if (!status.ok()) {
-    Check(status.code() == absl::StatusCode::kInvalidArgument, "decode errors are kInvalidArgument");
+    Check(status.code() == absl::StatusCode::kInvalidArgument,
+          "decode errors are kInvalidArgument");
     Check(!status.message().empty(), "decode errors say what is wrong");
     return;
   }
-  Check(message.kind_case() != cqrs::v1::ClientMessage::KIND_NOT_SET, "accepted messages set a kind");
+  Check(message.kind_case() != cqrs::v1::ClientMessage::KIND_NOT_SET,
+        "accepted messages set a kind");
 
   const std::string binary = Deterministic(message);
   cqrs::v1::ClientMessage again;
@@ -98,6 +103,36 @@ void CheckClientMessage(WireFormat format, absl::string_view payload) {
         "printed JSON decodes");
   Check(google::protobuf::util::MessageDifferencer::Equals(known, from_json),
         "JSON round trip gives an equal message");
+
+  // The gateway's answer to it, in both formats.
+  cqrs::v1::ServerMessage answer;
+  switch (message.kind_case()) {
+    case cqrs::v1::ClientMessage::kSubscribe:
+      answer.mutable_subscribed()->set_subscription_id(message.subscribe().subscription_id());
+      answer.mutable_subscribed()->set_head_offset(message.subscribe().from_offset());
+      answer.mutable_subscribed()->set_epoch(message.subscribe().epoch());
+      break;
+    case cqrs::v1::ClientMessage::kUnsubscribe:
+      answer.mutable_error()->set_code(cqrs::v1::GatewayError::UNKNOWN_SUBSCRIPTION);
+      answer.mutable_error()->set_subscription_id(message.unsubscribe().subscription_id());
+      break;
+    default:
+      answer.mutable_pong()->set_nonce(message.ping().nonce());
+      break;
+  }
+  const absl::StatusOr<std::string> answer_json =
+      cqrs::net::EncodeServerMessage(WireFormat::kJson, answer);
+  Check(answer_json.ok(), "a server message without Any encodes as JSON");
+  cqrs::v1::ServerMessage parsed;
+  Check(google::protobuf::util::JsonStringToMessage(*answer_json, &parsed).ok(),
+        "an encoded server message parses as JSON");
+  Check(google::protobuf::util::MessageDifferencer::Equals(answer, parsed),
+        "server message JSON round trip");
+  const absl::StatusOr<std::string> answer_proto =
+      cqrs::net::EncodeServerMessage(WireFormat::kProto, answer);
+  Check(answer_proto.ok() && parsed.ParseFromString(*answer_proto) &&
+            google::protobuf::util::MessageDifferencer::Equals(answer, parsed),
+        "server message binary round trip");
 }
 
 // Property 3: what the decoder handed out, framed by the server encoders, decodes the same.
@@ -105,8 +140,9 @@ void CheckReframed(const Outcome& outcome, std::size_t limit) {
   std::string frame;
   switch (outcome.event) {
     case Event::kMessage:
-      frame = std::string(cqrs::net::ws::MakeFrameHeader(outcome.opcode, outcome.bytes.size()).view()) +
-              outcome.bytes;
+      frame =
+          std::string(cqrs::net::ws::MakeFrameHeader(outcome.opcode, outcome.bytes.size()).view()) +
+          outcome.bytes;
       break;
     case Event::kPing:
     case Event::kPong:
@@ -152,7 +188,8 @@ Outcome Record(const Decoder& decoder, Event event, std::size_t limit) {
     case Event::kPong:
       outcome.opcode = decoder.message_opcode();
       outcome.bytes = std::string(decoder.message());
-      Check(outcome.bytes.size() <= cqrs::net::ws::kMaxControlPayload, "control payloads are small");
+      Check(outcome.bytes.size() <= cqrs::net::ws::kMaxControlPayload,
+            "control payloads are small");
       break;
     case Event::kClose:
       outcome.opcode = decoder.message_opcode();
@@ -178,8 +215,7 @@ Outcome Record(const Decoder& decoder, Event event, std::size_t limit) {
 }
 
 // Runs `decoder` over `input` until it needs more; false after an error.
-bool Drain(Decoder& decoder, std::span<char> input, std::size_t limit,
-           std::vector<Outcome>& out) {
+bool Drain(Decoder& decoder, std::span<char> input, std::size_t limit, std::vector<Outcome>& out) {
   for (;;) {
     const Event event = decoder.Next(input);
     if (event == Event::kNeedMore) {
@@ -230,12 +266,35 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::memcpy(piece.get(), stream + at, n);
     at += n;
     if (!Drain(pieces, {piece.get(), n}, limit, split)) break;
+    if (pieces.idle()) {
+      pieces.ShrinkToFit();
+      Check(pieces.capacity() == 0, "an idle decoder shrinks to nothing");
+    }
+    if (i % 3 == 2) {
+      Decoder moved(std::move(pieces));
+      pieces = std::move(moved);
+    }
   }
 
   Check(whole == split, "split decode yields the same events as one-shot");
   Check(one_shot.failed() == pieces.failed(), "split and one-shot agree on failure");
   Check(one_shot.closed() == pieces.closed(), "split and one-shot agree on close");
   Check(one_shot.idle() == pieces.idle(), "split and one-shot agree on what is pending");
+  if (one_shot.closed()) {
+    Check(one_shot.close_code() == pieces.close_code() &&
+              one_shot.close_reason() == pieces.close_reason(),
+          "the close reason survives the input and moves");
+  }
+
+  const absl::StatusOr<cqrs::net::Subprotocol> chosen =
+      cqrs::net::ChooseSubprotocol({stream, std::min<std::size_t>(length, 64)});
+  if (chosen.ok()) {
+    Check(chosen->header.empty() || chosen->header == cqrs::net::SubprotocolName(chosen->format),
+          "the echoed subprotocol names the chosen format");
+  } else {
+    Check(chosen.status().code() == absl::StatusCode::kInvalidArgument,
+          "an unsupported subprotocol is kInvalidArgument");
+  }
 
   for (const Outcome& outcome : whole) {
     CheckReframed(outcome, limit);

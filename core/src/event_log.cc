@@ -118,8 +118,8 @@ absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<v1::EventEnvelo
     events[i]->set_epoch(epoch_);
     AppendVarintField(bodies[i], v1::EventEnvelope::kOffsetFieldNumber, offset);
     AppendVarintField(bodies[i], v1::EventEnvelope::kEpochFieldNumber, epoch_);
-    auto record = std::make_shared<const EventRecord>(offset, events[i]->channel(),
-                                                      std::move(bodies[i]));
+    auto record =
+        std::make_shared<const EventRecord>(offset, events[i]->channel(), std::move(bodies[i]));
     bytes_ += CostOf(*record);
     records_.push_back(record);
     appended.push_back(std::move(record));

@@ -23,7 +23,8 @@ std::shared_ptr<const FanoutHub::Batch> FanoutHub::Batch::next() const noexcept 
 }
 
 FanoutHub::FanoutHub(EventLog& log)
-    : log_(log), tail_(std::make_shared<const Batch>(log.head(), std::span<const EventLog::Record>())) {
+    : log_(log),
+      tail_(std::make_shared<const Batch>(log.head(), std::span<const EventLog::Record>())) {
   log_.AddListener([this](std::span<const EventLog::Record> appended) { Publish(appended); });
 }
 

@@ -29,10 +29,12 @@ namespace {
 
 constexpr auto kUse = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kScratchBytes = std::size_t{64} << 10;
+// Connections over max_connections being answered 503 at once; more are closed unanswered.
+constexpr std::uint32_t kMaxRefusing = 64;
 
 std::chrono::milliseconds SweepPeriod(const EventGatewayOptions& options) {
-  const auto shortest = std::min({options.idle_timeout / 4, options.write_timeout / 4,
-                                  options.shutdown_grace / 4});
+  const auto shortest =
+      std::min({options.idle_timeout / 4, options.write_timeout / 4, options.shutdown_grace / 4});
   return std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(shortest),
                     std::chrono::milliseconds(5), std::chrono::milliseconds(1'000));
 }
@@ -136,9 +138,8 @@ class EventGateway::Impl {
       acceptor_.reset();
       guards_.clear();
       shards_.clear();
-      return absl::UnavailableError(absl::StrCat("event gateway cannot listen on ",
-                                                 options.address, ":", options.port, ": ",
-                                                 ec.message()));
+      return absl::UnavailableError(absl::StrCat("event gateway cannot listen on ", options.address,
+                                                 ":", options.port, ": ", ec.message()));
     }
     port_ = acceptor_->local_endpoint().port();
     started_ = true;
@@ -226,27 +227,20 @@ class EventGateway::Impl {
       shared_.connections_accepted.fetch_add(1, std::memory_order_relaxed);
       if (shared_.open.load(std::memory_order_relaxed) >= shared_.options.max_connections) {
         shared_.connections_refused.fetch_add(1, std::memory_order_relaxed);
-        Log(LogLevel::kWarning, absl::StrCat("event gateway: refusing a connection: max_connections=",
-                                             shared_.options.max_connections, " reached"));
-        Refuse(std::move(socket));
+        Log(LogLevel::kWarning,
+            absl::StrCat("event gateway: refusing a connection: max_connections=",
+                         shared_.options.max_connections, " reached"));
+        // Answered 503 after its request has been read (closing with the request unread would
+        // reset the connection before the client sees the answer); a flood is cut short.
+        if (shared_.refusing.load(std::memory_order_relaxed) < kMaxRefusing) {
+          shared_.refusing.fetch_add(1, std::memory_order_relaxed);
+          internal::StartHttpConnection(shard, std::move(socket), /*refuse=*/true);
+        }
         continue;
       }
       shared_.open.fetch_add(1, std::memory_order_relaxed);
-      internal::StartHttpConnection(shard, std::move(socket));
+      internal::StartHttpConnection(shard, std::move(socket), /*refuse=*/false);
     }
-  }
-
-  // 503 and close, best effort, without waiting on the client.
-  static void Refuse(tcp::socket socket) {
-    static constexpr absl::string_view kResponse =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        "Content-Length: 57\r\nConnection: close\r\n\r\n"
-        "too many connections (max_connections); try again later\n";
-    boost::system::error_code ec;
-    socket.non_blocking(true, ec);
-    socket.write_some(asio::buffer(kResponse.data(), kResponse.size()), ec);
-    socket.shutdown(tcp::socket::shutdown_both, ec);
-    socket.close(ec);
   }
 
   GatewayShared shared_;

@@ -54,9 +54,14 @@ absl::string_view PathOf(absl::string_view target) {
 
 class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
  public:
-  HttpConnection(Shard& shard, tcp::socket socket) : shard_(shard), stream_(std::move(socket)) {}
+  HttpConnection(Shard& shard, tcp::socket socket, bool refuse)
+      : shard_(shard), stream_(std::move(socket)), refuse_(refuse) {}
   ~HttpConnection() {
-    if (!upgraded_) shard_.shared().ConnectionClosed();
+    if (refuse_) {
+      shard_.shared().refusing.fetch_sub(1, std::memory_order_relaxed);
+    } else if (!upgraded_) {
+      shard_.shared().ConnectionClosed();
+    }
   }
 
   Awaitable<void> Run() {
@@ -70,7 +75,10 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       http::request_parser<http::string_body> parser;
       parser.header_limit(kMaxHeaderBytes);
       parser.body_limit(options.max_message_bytes);
-      stream_.expires_after(first ? options.handshake_timeout : options.idle_timeout);
+      stream_.expires_after(refuse_ ? std::min<std::chrono::milliseconds>(options.handshake_timeout,
+                                                                          std::chrono::seconds(1))
+                            : first ? options.handshake_timeout
+                                    : options.idle_timeout);
       auto [read_ec, n] = co_await http::async_read(stream_, buffer_, parser, kUse);
       if (read_ec) {
         if (read_ec == http::error::body_limit) {
@@ -80,14 +88,22 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
         } else if (read_ec == http::error::header_limit) {
           co_await Send(Text(431, absl::StrCat("request header over ", kMaxHeaderBytes, " bytes")),
                         false);
-        } else if (read_ec.category() == http::make_error_code(http::error::bad_target).category() &&
-                   read_ec != http::error::end_of_stream && read_ec != http::error::partial_message) {
+        } else if (read_ec.category() ==
+                       http::make_error_code(http::error::bad_target).category() &&
+                   read_ec != http::error::end_of_stream &&
+                   read_ec != http::error::partial_message) {
           co_await Send(Text(400, absl::StrCat("malformed HTTP request: ", read_ec.message())),
                         false);
         }
         break;  // Timeout, EOF, reset: nothing to answer.
       }
       first = false;
+      if (refuse_) {
+        co_await Send(Text(503, absl::StrCat("too many connections (max_connections=",
+                                             options.max_connections, "); try again later")),
+                      false);
+        break;
+      }
       shard_.shared().http_requests.fetch_add(1, std::memory_order_relaxed);
       Request request = parser.release();
       const bool keep_alive = request.keep_alive();
@@ -107,10 +123,12 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       if (!response && path == "/events") {
         if (beast::websocket::is_upgrade(request)) {
           co_await Upgrade(request);
-          co_return;
+          if (upgraded_) co_return;  // The socket belongs to the subscriber session now.
+          break;
         }
-        response = Text(426, "GET /events upgrades to WebSocket (subprotocols cqrs.v1.json, "
-                             "cqrs.v1.proto); this request is not a WebSocket upgrade");
+        response = Text(426,
+                        "GET /events upgrades to WebSocket (subprotocols cqrs.v1.json, "
+                        "cqrs.v1.proto); this request is not a WebSocket upgrade");
         response->headers.emplace_back("Upgrade", "websocket");
       }
       if (!response) response = co_await Dispatch(request, path);
@@ -124,18 +142,16 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
 
  private:
   Awaitable<HttpResponse> Dispatch(const Request& request, absl::string_view path) {
-    const absl::string_view method(request.method_string().data(),
-                                   request.method_string().size());
+    const absl::string_view method(request.method_string().data(), request.method_string().size());
     if (path == "/healthz") {
       if (method != "GET" && method != "HEAD") co_return Text(405, "use GET /healthz");
       const EventLog& log = shard_.shared().hub.log();
       HttpResponse response;
       response.content_type = "application/json";
-      response.body = absl::StrCat("{\"status\":\"ok\",\"epoch\":\"", log.epoch(), "\",\"head\":\"",
-                                   log.head(), "\",\"earliest\":\"", log.earliest(),
-                                   "\",\"subscribers\":",
-                                   shard_.shared().subscribers.load(std::memory_order_relaxed),
-                                   "}\n");
+      response.body =
+          absl::StrCat("{\"status\":\"ok\",\"epoch\":\"", log.epoch(), "\",\"head\":\"", log.head(),
+                       "\",\"earliest\":\"", log.earliest(), "\",\"subscribers\":",
+                       shard_.shared().subscribers.load(std::memory_order_relaxed), "}\n");
       co_return response;
     }
     const GatewayRoute* best = nullptr;
@@ -149,7 +165,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       if (best == nullptr || route.path.size() > best->path.size()) best = &route;
     }
     if (best == nullptr) {
-      if (path_known) co_return Text(405, absl::StrCat("method ", method, " not allowed on ", path));
+      if (path_known)
+        co_return Text(405, absl::StrCat("method ", method, " not allowed on ", path));
       co_return Text(404, absl::StrCat("no such path: ", path));
     }
     HttpRequest plain;
@@ -175,8 +192,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
         what = e.what();
       } catch (...) {
       }
-      Log(LogLevel::kError, absl::StrCat("event gateway: handler for ", method, " ", path,
-                                         " threw: ", what));
+      Log(LogLevel::kError,
+          absl::StrCat("event gateway: handler for ", method, " ", path, " threw: ", what));
       co_return Text(500, absl::StrCat("internal error in the handler for ", path));
     }
     co_return response;
@@ -227,7 +244,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       co_return;
     }
     beast::websocket::detail::sec_ws_accept_type accept;
-    beast::websocket::detail::make_sec_ws_accept(accept, beast::string_view(key.data(), key.size()));
+    beast::websocket::detail::make_sec_ws_accept(accept,
+                                                 beast::string_view(key.data(), key.size()));
     std::string response = absl::StrCat(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Accept: ",
@@ -244,8 +262,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     std::string pending(static_cast<const char*>(buffer_.data().data()), buffer_.size());
     shard_.RemoveHttp(&stream_.socket());
     stream_.expires_never();
-    auto session =
-        std::make_shared<SubscriberSession>(shard_, stream_.release_socket(), format);
+    auto session = std::make_shared<SubscriberSession>(shard_, stream_.release_socket(), format);
     upgraded_ = true;  // The session counts the connection from now on.
     session->Start(std::move(pending));
   }
@@ -253,13 +270,14 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   Shard& shard_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_{4096};
+  const bool refuse_;
   bool upgraded_ = false;
 };
 
 }  // namespace
 
-void StartHttpConnection(Shard& shard, tcp::socket socket) {
-  auto connection = std::make_shared<HttpConnection>(shard, std::move(socket));
+void StartHttpConnection(Shard& shard, tcp::socket socket, bool refuse) {
+  auto connection = std::make_shared<HttpConnection>(shard, std::move(socket), refuse);
   asio::co_spawn(
       shard.io(), [connection] { return connection->Run(); },
       [](std::exception_ptr e) {

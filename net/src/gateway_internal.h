@@ -49,6 +49,8 @@ struct GatewayShared {
   std::condition_variable changed;
   std::atomic<std::uint32_t> open{0};
   std::atomic<std::uint32_t> subscribers{0};
+  // Connections over the limit that are being answered 503 (not counted in `open`).
+  std::atomic<std::uint32_t> refusing{0};
 
   void ConnectionClosed() {
     std::lock_guard lock(mutex);
@@ -97,8 +99,9 @@ class Shard {
   asio::steady_timer sweep_timer_{io_};
 };
 
-// Serves one accepted connection as HTTP; hands it to a SubscriberSession on upgrade.
-void StartHttpConnection(Shard& shard, asio::ip::tcp::socket socket);
+// Serves one accepted connection as HTTP; hands it to a SubscriberSession on upgrade. With
+// `refuse`, reads one request (briefly) and answers 503.
+void StartHttpConnection(Shard& shard, asio::ip::tcp::socket socket, bool refuse);
 
 }  // namespace cqrs::net::internal
 

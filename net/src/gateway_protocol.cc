@@ -56,8 +56,8 @@ absl::StatusOr<Subprotocol> ChooseSubprotocol(absl::string_view header) {
   if (!offered) return Subprotocol{WireFormat::kJson, {}};
   return absl::InvalidArgumentError(absl::StrCat(
       "Sec-WebSocket-Protocol \"", header.substr(0, kMaxQuoted),
-      header.size() > kMaxQuoted ? "...\"" : "\"", " names no supported subprotocol; supported: ",
-      kJsonSubprotocol, ", ", kProtoSubprotocol));
+      header.size() > kMaxQuoted ? "...\"" : "\"",
+      " names no supported subprotocol; supported: ", kJsonSubprotocol, ", ", kProtoSubprotocol));
 }
 
 absl::Status DecodeClientMessage(WireFormat format, absl::string_view bytes,
@@ -68,8 +68,8 @@ absl::Status DecodeClientMessage(WireFormat format, absl::string_view bytes,
         google::protobuf::StringPiece(bytes.data(), bytes.size()), &out);
     if (!status.ok()) {
       out.Clear();
-      return absl::InvalidArgumentError(absl::StrCat("invalid cqrs.v1.ClientMessage JSON: ",
-                                                     AsStringView(status.message())));
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid cqrs.v1.ClientMessage JSON: ", AsStringView(status.message())));
     }
   } else {
     if (bytes.size() > INT_MAX ||
@@ -82,8 +82,8 @@ absl::Status DecodeClientMessage(WireFormat format, absl::string_view bytes,
     }
   }
   if (out.kind_case() == v1::ClientMessage::KIND_NOT_SET) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid cqrs.v1.ClientMessage: the message sets none of ", KindFieldNames()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid cqrs.v1.ClientMessage: the message sets none of ", KindFieldNames()));
   }
   return absl::OkStatus();
 }
@@ -94,8 +94,8 @@ absl::StatusOr<std::string> EncodeServerMessage(WireFormat format,
   if (format == WireFormat::kJson) {
     const pb_util::Status status = pb_util::MessageToJsonString(message, &bytes);
     if (!status.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("cannot encode cqrs.v1.ServerMessage as JSON: ",
-                                                     AsStringView(status.message())));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cannot encode cqrs.v1.ServerMessage as JSON: ", AsStringView(status.message())));
     }
     return bytes;
   }

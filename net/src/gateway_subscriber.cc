@@ -22,8 +22,7 @@ constexpr std::size_t kReplayPage = 512;
 
 }  // namespace
 
-SubscriberSession::SubscriberSession(Shard& shard, asio::ip::tcp::socket socket,
-                                     WireFormat format)
+SubscriberSession::SubscriberSession(Shard& shard, asio::ip::tcp::socket socket, WireFormat format)
     : shard_(shard),
       socket_(std::move(socket)),
       format_(format),
@@ -173,8 +172,8 @@ void SubscriberSession::OnSubscribe(const v1::Subscribe& subscribe) {
   }
   if (subscribe.channels().empty()) return invalid("a subscription needs at least one channel");
   if (static_cast<std::size_t>(subscribe.channels_size()) > options.max_channels) {
-    return invalid(absl::StrCat("too many channels in one subscription (max_channels=",
-                                options.max_channels, ")"));
+    return invalid(absl::StrCat(
+        "too many channels in one subscription (max_channels=", options.max_channels, ")"));
   }
   Subscription subscription{.id = id, .patterns = {}, .deliver_after = 0};
   for (const std::string& channel : subscribe.channels()) {
@@ -218,14 +217,12 @@ void SubscriberSession::OnSubscribe(const v1::Subscribe& subscribe) {
     }
     const std::uint64_t head = log.head();
     if (from > head) {
-      return unavailable(absl::StrCat("offset ", from, " is beyond the newest event ", head,
-                                      " of epoch ", epoch));
+      return unavailable(
+          absl::StrCat("offset ", from, " is beyond the newest event ", head, " of epoch ", epoch));
     }
     if (from < live) {
-      replays_.push_back(Replay{.subscription_id = id,
-                                .patterns = subscription.patterns,
-                                .after = from,
-                                .until = live});
+      replays_.push_back(Replay{
+          .subscription_id = id, .patterns = subscription.patterns, .after = from, .until = live});
     } else {
       subscription.deliver_after = from;  // The client already has (live, from].
     }
@@ -368,11 +365,10 @@ void SubscriberSession::FillReplay() {
       v1::ServerMessage reply;
       v1::GatewayError& error = *reply.mutable_error();
       error.set_code(v1::GatewayError::OFFSET_UNAVAILABLE);
-      error.set_message(absl::StrCat(
-          "replay stopped: ",
-          page.ok() ? "the log has no events after the requested offset"
-                    : std::string(page.status().message()),
-          "; the subscription was removed"));
+      error.set_message(absl::StrCat("replay stopped: ",
+                                     page.ok() ? "the log has no events after the requested offset"
+                                               : std::string(page.status().message()),
+                                     "; the subscription was removed"));
       error.set_subscription_id(replay.subscription_id);
       error.set_earliest_offset(log.earliest());
       error.set_epoch(log.epoch());
@@ -406,8 +402,8 @@ void SubscriberSession::ContinueWrite() {
   // Write directly while the socket takes it; wait for writability only when it is full.
   while (out_done_ < out_.size()) {
     boost::system::error_code ec;
-    const std::size_t n = socket_.write_some(
-        asio::buffer(out_.data() + out_done_, out_.size() - out_done_), ec);
+    const std::size_t n =
+        socket_.write_some(asio::buffer(out_.data() + out_done_, out_.size() - out_done_), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
       auto self = shared_from_this();
       socket_.async_wait(asio::ip::tcp::socket::wait_write,
@@ -461,13 +457,11 @@ void SubscriberSession::MeasureLag() {
 void SubscriberSession::SlowConsumer() {
   const auto& options = shard_.shared().options;
   shard_.shared().slow_consumers_closed.fetch_add(1, std::memory_order_relaxed);
-  const std::uint64_t delivered = taken_ != nullptr ? taken_->last_offset() : 0;
-  Log(LogLevel::kWarning,
-      absl::StrCat("event gateway: closing a slow subscriber: more than ", options.max_queue_bytes,
-                   " bytes queued (max_queue_bytes)"));
+  Log(LogLevel::kWarning, absl::StrCat("event gateway: closing a slow subscriber: more than ",
+                                       options.max_queue_bytes, " bytes queued (max_queue_bytes)"));
   Close(ws::kCloseTryAgainLater,
-        absl::StrCat("slow consumer: over max_queue_bytes=", options.max_queue_bytes,
-                     "; resume after offset ", delivered));
+        absl::StrCat("slow consumer: more than max_queue_bytes=", options.max_queue_bytes,
+                     " bytes of events queued; reconnect and resume from your last offset"));
 }
 
 void SubscriberSession::Close(std::uint16_t code, absl::string_view reason) {
@@ -507,8 +501,8 @@ void SubscriberSession::Tick(Clock::time_point now) {
   if (closing_) return;
   const auto silent = now - last_read_;
   if (silent >= options.idle_timeout) {
-    return Close(ws::kCloseGoingAway, absl::StrCat("idle for idle_timeout=",
-                                                   options.idle_timeout.count(), " ms"));
+    return Close(ws::kCloseGoingAway,
+                 absl::StrCat("idle for idle_timeout=", options.idle_timeout.count(), " ms"));
   }
   if (!ping_sent_ && silent >= options.idle_timeout / 2) {
     ping_sent_ = true;

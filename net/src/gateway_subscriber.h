@@ -101,13 +101,14 @@ class SubscriberSession : public std::enable_shared_from_this<SubscriberSession>
   std::size_t out_done_ = 0;
   std::uint64_t out_events_ = 0;
   bool writing_ = false;
-  bool closing_ = false;      // Close frame queued: nothing more is taken.
-  bool close_sent_ = false;   // Close frame written: the socket is shut down for sending.
+  bool closing_ = false;     // Close frame queued: nothing more is taken.
+  bool close_sent_ = false;  // Close frame written: the socket is shut down for sending.
   bool closed_ = false;
   bool ping_sent_ = false;
   std::chrono::steady_clock::time_point last_read_;
   std::chrono::steady_clock::time_point last_write_progress_;
-  std::chrono::steady_clock::time_point close_deadline_ = std::chrono::steady_clock::time_point::max();
+  std::chrono::steady_clock::time_point close_deadline_ =
+      std::chrono::steady_clock::time_point::max();
 };
 
 }  // namespace cqrs::net::internal

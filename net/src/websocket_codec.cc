@@ -44,8 +44,10 @@ std::uint64_t ReadBigEndian(const char* in, std::size_t bytes) noexcept {
 // Where a view into `from` ends up once `from` has been moved to `to`.
 absl::string_view Rebase(absl::string_view view, const char* from, std::size_t from_size,
                          const char* to) noexcept {
-  if (view.data() < from || view.data() >= from + from_size) return view;
-  return {to + (view.data() - from), view.size()};
+  const auto at = reinterpret_cast<std::uintptr_t>(view.data());
+  const auto begin = reinterpret_cast<std::uintptr_t>(from);
+  if (at < begin || at >= begin + from_size) return view;
+  return {to + (at - begin), view.size()};
 }
 
 // Shared by IsValidUtf8 and the decoder's incremental check. Consumes `size` bytes continuing
@@ -160,8 +162,16 @@ Decoder& Decoder::operator=(Decoder&& other) noexcept {
   close_code_ = other.close_code_;
   error_code_ = other.error_code_;
   error_ = std::move(other.error_);
+  // The moved-from decoder starts over, as if new.
+  other.state_ = State::kHeader;
+  other.header_size_ = 0;
+  other.in_message_ = false;
   other.message_in_buffer_ = false;
   other.message_ = {};
+  other.close_reason_ = {};
+  other.close_code_ = kCloseNoStatus;
+  other.error_code_ = 0;
+  other.error_.clear();
   return *this;
 }
 
@@ -204,8 +214,7 @@ Decoder::Event Decoder::Fail(std::uint16_t code, std::string reason) noexcept {
   return Event::kError;
 }
 
-Decoder::Event Decoder::CheckText(const char* data, std::size_t size,
-                                  std::size_t offset) noexcept {
+Decoder::Event Decoder::CheckText(const char* data, std::size_t size, std::size_t offset) noexcept {
   const std::size_t bad = ScanUtf8(utf8_, data, size);
   if (bad == size) return Event::kNeedMore;
   return Fail(kCloseInvalidPayload,
@@ -246,8 +255,7 @@ bool Decoder::ReadHeader(std::span<char>& input) noexcept {
     return false;
   }
   if (!masked && options_.require_mask) {
-    Fail(kCloseProtocolError,
-         absl::StrCat("client ", OpcodeName(opcode), " frame is not masked"));
+    Fail(kCloseProtocolError, absl::StrCat("client ", OpcodeName(opcode), " frame is not masked"));
     return false;
   }
   if (IsControl(opcode) && !fin) {
@@ -276,9 +284,8 @@ bool Decoder::ReadHeader(std::span<char>& input) noexcept {
     return false;
   }
   if ((length_bytes == 2 && length < 126) || (length_bytes == 8 && length <= 0xFFFF)) {
-    Fail(kCloseProtocolError,
-         absl::StrCat("payload length ", length, " is not minimally encoded (",
-                      length_bytes * 8, "-bit form)"));
+    Fail(kCloseProtocolError, absl::StrCat("payload length ", length, " is not minimally encoded (",
+                                           length_bytes * 8, "-bit form)"));
     return false;
   }
   if (IsControl(opcode)) {
@@ -380,9 +387,8 @@ Decoder::Event Decoder::Next(std::span<char>& input) noexcept {
       input = input.subspan(size);
       if (text && CheckText(payload.data(), size, 0) == Event::kError) return Event::kError;
     } else {
-      const auto size =
-          static_cast<std::size_t>(std::min<std::uint64_t>(frame_length_ - frame_received_,
-                                                            input.size()));
+      const auto size = static_cast<std::size_t>(
+          std::min<std::uint64_t>(frame_length_ - frame_received_, input.size()));
       char* out;
       if (control) {
         out = control_.data() + frame_received_;

@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "bench_wire.h"
 #include "cqrs/core/time_util.h"
 #include "cqrs/v1/frame.pb.h"
 #include "users/v1/users.pb.h"
@@ -28,65 +31,12 @@ constexpr std::size_t kRing = 1 << 16;       // Sent-time slots; far more than e
 constexpr char kPlaceholder[] = "########-####-4###-8###-############";
 constexpr char kHex[] = "0123456789abcdef";
 
-std::int64_t NowNs() { return Clock::now().time_since_epoch().count(); }
-
-// A minimal reader of the protobuf wire format, enough to check a response frame without
-// parsing it into messages (the client's CPU is shared with the server in W2).
-class WireReader {
- public:
-  explicit WireReader(std::span<const std::byte> bytes)
-      : p_(reinterpret_cast<const std::uint8_t*>(bytes.data())), end_(p_ + bytes.size()) {}
-
-  bool done() const { return p_ >= end_; }
-
-  bool Varint(std::uint64_t& value) {
-    value = 0;
-    for (int shift = 0; shift < 64 && p_ < end_; shift += 7) {
-      const std::uint8_t byte = *p_++;
-      value |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
-      if ((byte & 0x80) == 0) return true;
-    }
-    return false;
-  }
-  bool Bytes(std::span<const std::byte>& out) {
-    std::uint64_t length = 0;
-    if (!Varint(length) || length > static_cast<std::uint64_t>(end_ - p_)) return false;
-    out = {reinterpret_cast<const std::byte*>(p_), static_cast<std::size_t>(length)};
-    p_ += length;
-    return true;
-  }
-  bool Skip(std::uint32_t wire_type) {
-    std::uint64_t ignored = 0;
-    std::span<const std::byte> bytes;
-    switch (wire_type) {
-      case 0:
-        return Varint(ignored);
-      case 1:
-        return Advance(8);
-      case 2:
-        return Bytes(bytes);
-      case 5:
-        return Advance(4);
-      default:
-        return false;
-    }
-  }
-
- private:
-  bool Advance(std::size_t n) {
-    if (static_cast<std::size_t>(end_ - p_) < n) return false;
-    p_ += n;
-    return true;
-  }
-  const std::uint8_t* p_;
-  const std::uint8_t* end_;
-};
-
 struct ResponseFacts {
   bool is_response = false;
   std::string_view command_id;
   std::uint64_t status = 0;
   std::size_t event_offsets = 0;
+  std::uint64_t first_offset = 0;
 };
 
 // Reads a Frame's body: is it a response (field 4), and its command_id (2), status (10) and
@@ -121,12 +71,12 @@ bool ReadResponse(std::span<const std::byte> body, ResponseFacts& facts) {
         std::uint64_t offset = 0;
         while (!offsets.done()) {
           if (!offsets.Varint(offset)) return false;
-          ++facts.event_offsets;
+          if (facts.event_offsets++ == 0) facts.first_offset = offset;
         }
       } else if (field == 11 && wire_type == 0) {
         std::uint64_t offset = 0;
         if (!response.Varint(offset)) return false;
-        ++facts.event_offsets;
+        if (facts.event_offsets++ == 0) facts.first_offset = offset;
       } else if (!response.Skip(wire_type)) {
         return false;
       }
@@ -159,6 +109,26 @@ bool SequenceOf(std::string_view id, std::uint64_t* sequence) {
     value = (value << 4) | static_cast<std::uint64_t>(digit);
   }
   *sequence = value;
+  return true;
+}
+
+bool StreamOf(std::string_view id, std::uint16_t* stream) {
+  constexpr std::size_t kStreamOffset = 9;  // "pppppppp-ssss-..."
+  if (id.size() != kIdBytes) return false;
+  std::uint16_t value = 0;
+  for (std::size_t i = kStreamOffset; i < kStreamOffset + 4; ++i) {
+    const char c = id[i];
+    int digit;
+    if (c >= '0' && c <= '9') {
+      digit = c - '0';
+    } else if (c >= 'a' && c <= 'f') {
+      digit = c - 'a' + 10;
+    } else {
+      return false;
+    }
+    value = static_cast<std::uint16_t>((value << 4) | digit);
+  }
+  *stream = value;
   return true;
 }
 
@@ -195,6 +165,7 @@ CommandTemplate CommandTemplate::Make(std::chrono::seconds deadline_in) {
 
 void LoadResult::Merge(LoadResult&& other) {
   rtt_ns.insert(rtt_ns.end(), other.rtt_ns.begin(), other.rtt_ns.end());
+  event_offsets.insert(event_offsets.end(), other.event_offsets.begin(), other.event_offsets.end());
   answered += other.answered;
   in_time += other.in_time;
   failed += other.failed;
@@ -229,7 +200,7 @@ absl::StatusOr<std::unique_ptr<BlockingLink>> BlockingLink::Connect(std::uint16_
   const std::string id = CommandId(run, stream, /*method=*/1, 0);
   for (std::size_t at : command.id_offsets) frame.replace(at, kIdBytes, id);
   std::unique_ptr<BlockingLink> link(
-      new BlockingLink(fd, peer, std::move(frame), command.id_offsets));
+      new BlockingLink(fd, peer, stream, std::move(frame), command.id_offsets));
   if (peer == Peer::kFloor) return link;
 
   v1::Frame hello;
@@ -262,10 +233,16 @@ absl::StatusOr<std::unique_ptr<BlockingLink>> BlockingLink::Connect(std::uint16_
   return link;
 }
 
-BlockingLink::BlockingLink(int fd, Peer peer, std::string frame,
+SendTimes::SendTimes(std::size_t streams, std::size_t per_stream)
+    : streams_(streams),
+      per_stream_(per_stream),
+      times_(std::make_unique<std::atomic<std::int64_t>[]>(streams * per_stream)) {}
+
+BlockingLink::BlockingLink(int fd, Peer peer, std::uint16_t stream, std::string frame,
                            std::vector<std::size_t> id_offsets)
     : fd_(fd),
       peer_(peer),
+      stream_(stream),
       frame_(std::move(frame)),
       id_offsets_(std::move(id_offsets)),
       sent_(kRing) {}
@@ -296,7 +273,61 @@ void BlockingLink::AddCommands(std::size_t count, std::int64_t now_ns) {
     const std::uint64_t sequence = next_sequence_++;
     for (std::size_t offset : id_offsets_) SetSequence(out + offset, sequence);
     sent_[sequence % kRing] = {sequence, now_ns};
+    if (times_ != nullptr) times_->Set(stream_, sequence, now_ns);
   }
+}
+
+bool BlockingLink::ReadAnswers(LoadResult& result, bool record, std::int64_t deadline_ns,
+                               std::uint64_t& in_flight, std::int64_t& now_ns) {
+  const auto space = decoder_.Prepare(64 * 1024);
+  ssize_t n = 0;
+  do {
+    n = read(fd_, space.data(), space.size());
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) {
+    result.error =
+        n == 0 ? "the peer closed the connection" : absl::StrCat("read: ", std::strerror(errno));
+    return false;
+  }
+  decoder_.Commit(static_cast<std::size_t>(n));
+  now_ns = NowNs();
+  std::span<const std::byte> body;
+  net::DecodeResult decoded;
+  while ((decoded = decoder_.NextBody(body)) == net::DecodeResult::kFrame) {
+    last_response_bytes_ = body.size() + net::kFrameHeaderBytes;
+    std::uint64_t sequence = 0;
+    bool ok = true;
+    if (peer_ == Peer::kFloor) {
+      sequence = next_answer_++;
+    } else {
+      ResponseFacts facts;
+      if (!ReadResponse(body, facts) || !facts.is_response ||
+          !SequenceOf(facts.command_id, &sequence)) {
+        result.error = "the server sent a frame that is not a response to a command of ours";
+        return false;
+      }
+      ok = facts.status == 1 /* OK */ && facts.event_offsets == 1;
+      if (times_ != nullptr && facts.event_offsets == 1) {
+        result.event_offsets.push_back(facts.first_offset);
+      }
+    }
+    Sent& slot = sent_[sequence % kRing];
+    if (slot.sequence != sequence) {
+      result.error = absl::StrCat("an answer for command ", sequence, " which is not in flight");
+      return false;
+    }
+    slot.sequence = kUnlimited;  // A second answer would be an error.
+    --in_flight;
+    ++result.answered;
+    if (now_ns <= deadline_ns) ++result.in_time;
+    if (!ok) ++result.failed;
+    if (record) result.rtt_ns.push_back(static_cast<std::uint32_t>(now_ns - slot.at_ns));
+  }
+  if (decoded != net::DecodeResult::kNeedMore) {
+    result.error = absl::StrCat("undecodable answer: ", decoder_.error().message());
+    return false;
+  }
+  return true;
 }
 
 void BlockingLink::Run(std::size_t window, std::uint64_t max_commands, Clock::time_point deadline,
@@ -328,53 +359,66 @@ void BlockingLink::Run(std::size_t window, std::uint64_t max_commands, Clock::ti
       result.error = absl::StrCat(in_flight, " answers still missing 10 s after the last send");
       break;
     }
-    const auto space = decoder_.Prepare(64 * 1024);
-    const ssize_t n = read(fd_, space.data(), space.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      result.error =
-          n == 0 ? "the peer closed the connection" : absl::StrCat("read: ", std::strerror(errno));
-      break;
-    }
-    decoder_.Commit(static_cast<std::size_t>(n));
-    const std::int64_t now_ns = NowNs();
-    std::span<const std::byte> body;
-    net::DecodeResult decoded;
-    while ((decoded = decoder_.NextBody(body)) == net::DecodeResult::kFrame) {
-      last_response_bytes_ = body.size() + net::kFrameHeaderBytes;
-      std::uint64_t sequence = 0;
-      bool ok = true;
-      if (peer_ == Peer::kFloor) {
-        sequence = next_answer_++;
-      } else {
-        ResponseFacts facts;
-        if (!ReadResponse(body, facts) || !facts.is_response ||
-            !SequenceOf(facts.command_id, &sequence)) {
-          result.error = "the server sent a frame that is not a response to a command of ours";
-          return;
-        }
-        ok = facts.status == 1 /* OK */ && facts.event_offsets == 1;
-      }
-      Sent& slot = sent_[sequence % kRing];
-      if (slot.sequence != sequence) {
-        result.error = absl::StrCat("an answer for command ", sequence, " which is not in flight");
-        return;
-      }
-      slot.sequence = kUnlimited;  // A second answer would be an error.
-      --in_flight;
-      ++result.answered;
-      if (now_ns <= deadline_ns) ++result.in_time;
-      if (!ok) ++result.failed;
-      if (record) result.rtt_ns.push_back(static_cast<std::uint32_t>(now_ns - slot.at_ns));
-    }
-    if (decoded != net::DecodeResult::kNeedMore) {
-      result.error = absl::StrCat("undecodable answer: ", decoder_.error().message());
-      break;
-    }
+    std::int64_t now_ns = last_ns;
+    if (!ReadAnswers(result, record, deadline_ns, in_flight, now_ns)) break;
     last_ns = now_ns;
     if (!send_more(now_ns)) break;
   }
   result.busy += std::chrono::nanoseconds(last_ns - start_ns);
+}
+
+void BlockingLink::RunPaced(double rate, std::uint64_t count, LoadResult& result, bool record) {
+  // The schedule's precision: the default timer slack (50 us) would delay most sends.
+  const int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+  prctl(PR_SET_TIMERSLACK, 1'000, 0, 0, 0);
+  constexpr std::int64_t kDrainNs = 10'000'000'000;
+  const double period_ns = 1e9 / rate;
+  const std::int64_t start_ns = NowNs();
+  std::int64_t last_ns = start_ns;
+  std::int64_t drain_until = std::numeric_limits<std::int64_t>::max();
+  std::uint64_t sent = 0;
+  std::uint64_t in_flight = 0;
+  while (sent < count || in_flight > 0) {
+    const std::int64_t now_ns = NowNs();
+    if (sent < count) {
+      const auto due = std::min<std::uint64_t>(
+          count,
+          static_cast<std::uint64_t>(static_cast<double>(now_ns - start_ns) / period_ns) + 1);
+      if (due > sent) {
+        batch_.clear();
+        AddCommands(due - sent, now_ns);
+        in_flight += due - sent;
+        sent = due;
+        if (!WriteAll(batch_.data(), batch_.size(), result.error)) break;
+        if (sent == count) drain_until = NowNs() + kDrainNs;
+      }
+    } else if (now_ns > drain_until) {
+      result.error = absl::StrCat(in_flight, " answers still missing 10 s after the last send");
+      break;
+    }
+    const std::int64_t wake_ns =
+        sent < count ? start_ns + static_cast<std::int64_t>(static_cast<double>(sent) * period_ns)
+                     : drain_until;
+    const std::int64_t wait_ns = std::max<std::int64_t>(0, wake_ns - NowNs());
+    pollfd p{.fd = fd_, .events = POLLIN, .revents = 0};
+    const timespec timeout{.tv_sec = static_cast<time_t>(wait_ns / 1'000'000'000),
+                           .tv_nsec = static_cast<long>(wait_ns % 1'000'000'000)};
+    const int ready = ppoll(&p, 1, &timeout, nullptr);
+    if (ready < 0 && errno != EINTR) {
+      result.error = absl::StrCat("poll: ", std::strerror(errno));
+      break;
+    }
+    if (ready > 0) {
+      std::int64_t read_ns = now_ns;
+      if (!ReadAnswers(result, record, std::numeric_limits<std::int64_t>::max(), in_flight,
+                       read_ns)) {
+        break;
+      }
+      last_ns = read_ns;
+    }
+  }
+  result.busy += std::chrono::nanoseconds(last_ns - start_ns);
+  prctl(PR_SET_TIMERSLACK, slack > 0 ? slack : 50'000, 0, 0, 0);
 }
 
 double PercentileMicros(std::vector<std::uint32_t>& values, double p) {

@@ -14,6 +14,7 @@
 #ifndef CQRS_TESTS_BENCH_BENCH_LINK_H_
 #define CQRS_TESTS_BENCH_BENCH_LINK_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <limits>
@@ -40,6 +41,8 @@ std::string CommandId(std::uint32_t run, std::uint16_t stream, std::uint16_t met
                       std::uint64_t sequence);
 // The sequence number of an id made by CommandId; false for anything else.
 bool SequenceOf(std::string_view id, std::uint64_t* sequence);
+// The stream of an id made by CommandId; false for anything else.
+bool StreamOf(std::string_view id, std::uint16_t* stream);
 // Writes `sequence` as the last 12 hex digits of the id starting at `id`.
 void SetSequence(char* id, std::uint64_t sequence);
 
@@ -62,11 +65,41 @@ struct LoadResult {
   std::uint64_t failed = 0;           // Answers that were not OK with one event offset.
   Clock::duration busy{};             // From the first send to the last answer, summed.
   std::string error;                  // The transport failure that ended a run, if any.
+  // The event offset of every answer with exactly one (links with TrackEvents only).
+  std::vector<std::uint64_t> event_offsets;
 
   void Merge(LoadResult&& other);
 };
 
 enum class Peer { kServer, kFloor };
+
+// When each command was sent, by stream and sequence: written by the link that sends it, read by
+// other threads (W3's subscribers map an event's causation id, the command id, to its send time).
+// Fixed capacity: sequences 0..per_stream-1 of streams 0..streams-1.
+class SendTimes {
+ public:
+  SendTimes(std::size_t streams, std::size_t per_stream);
+
+  std::size_t per_stream() const { return per_stream_; }
+  void Set(std::uint16_t stream, std::uint64_t sequence, std::int64_t ns) {
+    if (stream < streams_ && sequence < per_stream_) {
+      times_[stream * per_stream_ + sequence].store(ns, std::memory_order_relaxed);
+    }
+  }
+  // Steady-clock nanoseconds; 0 when unknown.
+  std::int64_t Get(std::uint16_t stream, std::uint64_t sequence) const {
+    if (stream >= streams_ || sequence >= per_stream_) return 0;
+    return times_[stream * per_stream_ + sequence].load(std::memory_order_relaxed);
+  }
+
+ private:
+  std::size_t streams_;
+  std::size_t per_stream_;
+  std::unique_ptr<std::atomic<std::int64_t>[]> times_;
+};
+
+// Steady-clock nanoseconds (Clock::now()), the time base of SendTimes and of the W3 subscribers.
+inline std::int64_t NowNs() { return Clock::now().time_since_epoch().count(); }
 
 class BlockingLink {
  public:
@@ -86,6 +119,18 @@ class BlockingLink {
   void Run(std::size_t window, std::uint64_t max_commands, Clock::time_point deadline,
            LoadResult& result, bool record = true);
 
+  // Open loop: sends `count` commands, the i-th at start + i / `rate` per second (late ones
+  // together, in one write), never waiting for answers before sending; reads the answers in
+  // between, then waits (up to 10 s) for those still due.
+  void RunPaced(double rate, std::uint64_t count, LoadResult& result, bool record = true);
+
+  // From now on, stamps every command's send time into `times` (null: stop) and keeps the event
+  // offsets of the answers in LoadResult::event_offsets. `times` must outlive the runs.
+  void TrackEvents(SendTimes* times) { times_ = times; }
+  // Commands sent so far (the next command's sequence).
+  std::uint64_t sent() const { return next_sequence_; }
+  std::uint16_t stream() const { return stream_; }
+
   // Size of the last answer frame received, length prefix included.
   std::size_t last_response_bytes() const { return last_response_bytes_; }
   std::size_t request_bytes() const { return frame_.size(); }
@@ -95,13 +140,22 @@ class BlockingLink {
     std::uint64_t sequence = kUnlimited;
     std::int64_t at_ns = 0;
   };
-  BlockingLink(int fd, Peer peer, std::string frame, std::vector<std::size_t> id_offsets);
+  BlockingLink(int fd, Peer peer, std::uint16_t stream, std::string frame,
+               std::vector<std::size_t> id_offsets);
   bool WriteAll(const char* data, std::size_t size, std::string& error);
+  // One read (blocking up to the socket's timeout), then every complete answer in it: counts
+  // them into `result` (in time when received by `deadline_ns`) and `in_flight`; `now_ns` is
+  // the time of the read. False on a transport error or a frame that is not a response to a
+  // command in flight (result.error says which).
+  bool ReadAnswers(LoadResult& result, bool record, std::int64_t deadline_ns,
+                   std::uint64_t& in_flight, std::int64_t& now_ns);
   // Appends `count` new command frames to the batch, stamped `now`.
   void AddCommands(std::size_t count, std::int64_t now_ns);
 
   int fd_;
   Peer peer_;
+  std::uint16_t stream_;
+  SendTimes* times_ = nullptr;
   std::string frame_;  // This link's template: run and stream already in the ids.
   std::vector<std::size_t> id_offsets_;
   net::FrameDecoder decoder_;

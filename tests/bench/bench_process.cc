@@ -7,10 +7,12 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -20,11 +22,17 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "cqrs/core/command_router.h"
+#include "cqrs/core/event_log.h"
 #include "cqrs/core/event_sink.h"
+#include "cqrs/core/fanout_hub.h"
 #include "cqrs/net/command_server.h"
+#include "cqrs/net/event_gateway.h"
 #include "cqrs/net/frame_codec.h"
 #include "user_handlers.h"
 
@@ -96,7 +104,8 @@ bool WriteAll(int fd, const char* data, std::size_t size) {
   return true;
 }
 
-// Assigns offsets and counts; keeps nothing else (the event log is not what W1/W2 measure).
+// --counting_sink: assigns offsets and counts; keeps nothing and publishes nothing (the server
+// before the event log and the gateway, for comparison).
 class CountingSink : public EventSink {
  public:
   absl::StatusOr<AppendReceipt> Append(std::span<v1::EventEnvelope* const> events) override {
@@ -213,13 +222,20 @@ absl::StatusOr<BenchChild> BenchChild::Spawn(std::vector<std::string> args,
     got.append(buffer, static_cast<std::size_t>(n));
   }
   const std::size_t eol = got.find('\n');
-  std::uint32_t port = 0;
   const std::string line = got.substr(0, eol);
-  if (line.rfind("port=", 0) != 0 || !absl::SimpleAtoi(line.substr(5), &port) || port == 0 ||
-      port > 65535) {
+  for (absl::string_view part : absl::StrSplit(line, ' ', absl::SkipEmpty())) {
+    std::uint16_t* target = absl::ConsumePrefix(&part, "port=")      ? &child.port_
+                            : absl::ConsumePrefix(&part, "gateway=") ? &child.gateway_port_
+                                                                     : nullptr;
+    std::uint32_t port = 0;
+    if (target == nullptr || !absl::SimpleAtoi(part, &port) || port == 0 || port > 65535) {
+      return absl::UnavailableError(absl::StrCat("the server process reported '", line, "'"));
+    }
+    *target = static_cast<std::uint16_t>(port);
+  }
+  if (child.port_ == 0) {
     return absl::UnavailableError(absl::StrCat("the server process reported '", line, "'"));
   }
-  child.port_ = static_cast<std::uint16_t>(port);
   child.report_ = got.substr(eol + 1);
   return child;
 }
@@ -228,6 +244,7 @@ BenchChild::BenchChild(BenchChild&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
       report_fd_(std::exchange(other.report_fd_, -1)),
       port_(other.port_),
+      gateway_port_(other.gateway_port_),
       report_(std::move(other.report_)) {}
 
 BenchChild::~BenchChild() {
@@ -248,6 +265,22 @@ std::uint64_t BenchChild::CpuNanos() const {
     if (schedstat >> on_cpu) total += on_cpu;
   }
   return total;
+}
+
+std::uint64_t BenchChild::StatusKiB(const char* key) const {
+  std::ifstream status(absl::StrCat("/proc/", pid_, "/status"));
+  const std::string prefix = absl::StrCat(key, ":");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(prefix, 0) != 0) continue;
+    std::uint64_t kib = 0;
+    absl::string_view rest(line);
+    rest.remove_prefix(prefix.size());
+    rest = absl::StripAsciiWhitespace(rest);
+    absl::ConsumeSuffix(&rest, "kB");
+    return absl::SimpleAtoi(absl::StripAsciiWhitespace(rest), &kib) ? kib : 0;
+  }
+  return 0;
 }
 
 absl::StatusOr<std::string> BenchChild::Stop() {
@@ -279,33 +312,71 @@ absl::StatusOr<std::string> BenchChild::Stop() {
   return report_;
 }
 
-int ServeMain(unsigned threads, int port_fd) {
+std::uint64_t RaiseFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  return limit.rlim_cur;
+}
+
+int ServeMain(unsigned threads, unsigned gateway_threads, bool counting_sink, int port_fd) {
   const sigset_t stop = BlockStopSignals();
+  const std::uint64_t max_files = RaiseFileLimit();
   CommandRouter router({.service_id = "user-service"});
   users::UserDirectory directory;
   if (auto status = users::RegisterHandlers(router, directory); !status.ok()) {
     std::fprintf(stderr, "cqrs_bench --serve: %s\n", status.ToString().c_str());
     return 1;
   }
-  CountingSink sink;
-  router.set_event_sink(&sink);
+  InMemoryEventLog log;
+  FanoutHub hub(log);
+  CountingSink counting;
+  if (counting_sink) {
+    router.set_event_sink(&counting);
+  } else {
+    router.set_event_sink(&log);
+  }
   net::CommandServerOptions options;
   options.address = "127.0.0.1";
   options.port = 0;
   options.threads = threads;
   options.server_name = "cqrs_bench";
   net::CommandServer server(router, std::move(options));
-  if (auto status = server.Start(); !status.ok()) {
-    std::fprintf(stderr, "cqrs_bench --serve: %s\n", status.ToString().c_str());
-    return 1;
+  net::EventGatewayOptions gateway_options;
+  gateway_options.address = "127.0.0.1";
+  gateway_options.port = 0;
+  gateway_options.threads = gateway_threads;
+  // W4 holds 10,000 subscribers: leave room above them (the default is exactly 10,000), within
+  // the descriptors this process may open.
+  gateway_options.max_connections = static_cast<std::uint32_t>(
+      std::clamp<std::uint64_t>(max_files > 256 ? max_files - 256 : 1, 1, 16'000));
+  net::EventGateway gateway(hub, std::move(gateway_options));
+  for (const absl::Status& status : {server.Start(), gateway.Start()}) {
+    if (!status.ok()) {
+      std::fprintf(stderr, "cqrs_bench --serve: %s\n", status.ToString().c_str());
+      return 1;
+    }
   }
-  const std::string port = absl::StrCat("port=", server.port(), "\n");
+  const std::string port = absl::StrCat("port=", server.port(), " gateway=", gateway.port(), "\n");
   if (!WriteAll(port_fd, port.data(), port.size())) return 1;
   WaitForStopSignal(stop);
+  // The gateway's figures before Shutdown closes its subscribers.
+  const net::EventGatewayStats before = gateway.stats();
   server.Shutdown();
+  gateway.Shutdown();
   const auto stats = server.stats();
-  const std::string report = absl::StrCat("commands=", stats.commands, " events=", sink.appended(),
-                                          " users=", directory.size(), "\n");
+  const net::EventGatewayStats gateway_stats = gateway.stats();
+  const std::string report =
+      absl::StrCat("commands=", stats.commands, " events=", log.head(), " users=", directory.size(),
+                   " log_head=", log.head(), " log_retained=", log.retained_events(),
+                   " events_delivered=", gateway_stats.events_delivered,
+                   " slow_consumers_closed=", gateway_stats.slow_consumers_closed,
+                   " subscribers=", before.subscribers_open,
+                   " gateway_connections_accepted=", gateway_stats.connections_accepted,
+                   " gateway_connections_refused=", gateway_stats.connections_refused, "\n");
   WriteAll(port_fd, report.data(), report.size());
   close(port_fd);
   return 0;

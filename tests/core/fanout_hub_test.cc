@@ -163,8 +163,9 @@ TEST(EventRecord, JsonKeepsAPayloadOfAnUnknownTypeAsBase64) {
   event.mutable_payload()->set_value("\x01\x02\xff");
   Append(log, {event});
   const std::string& json = (*log.Read(0, 1))[0]->server_message_json();
-  EXPECT_THAT(json, ::testing::HasSubstr(
-                        R"("payload":{"@type":"type.googleapis.com/not.linked.Type","value":"AQL/"})"));
+  EXPECT_THAT(json,
+              ::testing::HasSubstr(
+                  R"("payload":{"@type":"type.googleapis.com/not.linked.Type","value":"AQL/"})"));
   EXPECT_THAT(json, ::testing::HasSubstr(R"("channel":"users")"));
 }
 

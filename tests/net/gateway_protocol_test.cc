@@ -1,7 +1,7 @@
 #include "cqrs/net/gateway_protocol.h"
 
-#include <google/protobuf/util/message_differencer.h>
 #include <gmock/gmock.h>
+#include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -81,15 +81,16 @@ TEST(DecodeClientMessage, JsonSubscribeWithChannelsAndOffset) {
 
 TEST(DecodeClientMessage, JsonAcceptsNumbersForUint64AndProtoFieldNames) {
   v1::ClientMessage message;
-  ASSERT_TRUE(DecodeClientMessage(WireFormat::kJson,
-                                  R"({"subscribe":{"subscription_id":"a","from_offset":18446744073709551615}})",
-                                  message)
+  ASSERT_TRUE(DecodeClientMessage(
+                  WireFormat::kJson,
+                  R"({"subscribe":{"subscription_id":"a","from_offset":18446744073709551615}})",
+                  message)
                   .ok());
   EXPECT_EQ(message.subscribe().subscription_id(), "a");
   EXPECT_EQ(message.subscribe().from_offset(), 18446744073709551615u);
 
-  ASSERT_TRUE(DecodeClientMessage(WireFormat::kJson, R"({"subscribe":{"fromOffset":0}})", message)
-                  .ok());
+  ASSERT_TRUE(
+      DecodeClientMessage(WireFormat::kJson, R"({"subscribe":{"fromOffset":0}})", message).ok());
   EXPECT_TRUE(message.subscribe().has_from_offset());  // Explicit presence: 0 is not unset.
   ASSERT_TRUE(DecodeClientMessage(WireFormat::kJson, R"({"subscribe":{}})", message).ok());
   EXPECT_FALSE(message.subscribe().has_from_offset());
@@ -195,9 +196,8 @@ TEST(EncodeServerMessage, JsonExpandsAnEventPayloadOfALinkedType) {
   event.mutable_payload()->PackFrom(payload);
   const absl::StatusOr<std::string> json = EncodeServerMessage(WireFormat::kJson, message);
   ASSERT_TRUE(json.ok()) << json.status();
-  EXPECT_EQ(*json,
-            R"({"event":{"payload":{"@type":"type.googleapis.com/cqrs.v1.Unsubscribe",)"
-            R"("subscriptionId":"x"},"offset":"5","channel":"users"}})");
+  EXPECT_EQ(*json, R"({"event":{"payload":{"@type":"type.googleapis.com/cqrs.v1.Unsubscribe",)"
+                   R"("subscriptionId":"x"},"offset":"5","channel":"users"}})");
 }
 
 TEST(EncodeServerMessage, JsonFailsForAnUnknownPayloadType) {
@@ -215,8 +215,7 @@ TEST(EncodeServerMessage, JsonFailsForAnUnknownPayloadType) {
 // The committed fuzz seed corpus stays meaningful as the schema evolves: its streams decode as
 // their names say, and together they carry every ClientMessage kind in both formats.
 TEST(GatewayMessageCorpus, SeedsDecodeAndCoverEveryKindInBothFormats) {
-  const std::filesystem::path dir =
-      std::filesystem::path(CQRS_FUZZ_CORPUS_DIR) / "gateway_message";
+  const std::filesystem::path dir = std::filesystem::path(CQRS_FUZZ_CORPUS_DIR) / "gateway_message";
   std::set<std::pair<WireFormat, int>> kinds;
   int files = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
@@ -230,11 +229,12 @@ TEST(GatewayMessageCorpus, SeedsDecodeAndCoverEveryKindInBothFormats) {
     const auto control = static_cast<unsigned char>(bytes[0]);
     const WireFormat format = (control & 1) != 0 ? WireFormat::kProto : WireFormat::kJson;
     const std::size_t limits[] = {4096, 125, 1000, 65536};
-    ws::Decoder decoder({.max_message_bytes = limits[(control >> 4) & 3],
-                         .require_mask = (control & 0x40) == 0});
+    ws::Decoder decoder(
+        {.max_message_bytes = limits[(control >> 4) & 3], .require_mask = (control & 0x40) == 0});
     std::span<char> input(bytes.data() + 1 + ((control >> 1) & 7),
                           bytes.size() - 1 - ((control >> 1) & 7));
-    for (ws::Decoder::Event event; (event = decoder.Next(input)) != ws::Decoder::Event::kNeedMore;) {
+    for (ws::Decoder::Event event;
+         (event = decoder.Next(input)) != ws::Decoder::Event::kNeedMore;) {
       if (event == ws::Decoder::Event::kError) break;
       if (event != ws::Decoder::Event::kMessage || name.find("refused") != std::string::npos) {
         continue;

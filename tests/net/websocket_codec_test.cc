@@ -295,10 +295,11 @@ TEST(WebSocketDecoder, HugeLengthNeverAllocates) {
 
 TEST(WebSocketDecoder, MaxOverFragmentsIsAcceptedAndMaxPlusOneRefusedAtTheHeader) {
   const DecoderOptions options{.max_message_bytes = 1000};
-  EXPECT_EQ(Decode(ClientFrame(Opcode::kText, std::string(600, 'a'), {.fin = false}) +
-                       ClientFrame(Opcode::kContinuation, std::string(400, 'b')),
-                   7, options),
-            std::vector<Result>{Message(Opcode::kText, std::string(600, 'a') + std::string(400, 'b'))});
+  EXPECT_EQ(
+      Decode(ClientFrame(Opcode::kText, std::string(600, 'a'), {.fin = false}) +
+                 ClientFrame(Opcode::kContinuation, std::string(400, 'b')),
+             7, options),
+      std::vector<Result>{Message(Opcode::kText, std::string(600, 'a') + std::string(400, 'b'))});
 
   Decoder decoder(options);
   std::string first = ClientFrame(Opcode::kText, std::string(600, 'a'), {.fin = false});
@@ -330,9 +331,9 @@ TEST(WebSocketDecoder, UnmaskedFrameIsRefusedUnlessAllowed) {
 }
 
 TEST(WebSocketDecoder, ReservedBitsAreRefused) {
-  EXPECT_EQ(ErrorOf(ClientFrame(Opcode::kText, "x", {.rsv = 0x40})),
-            Error(kCloseProtocolError,
-                  "frame sets reserved bits RSV1 but no extension was negotiated"));
+  EXPECT_EQ(
+      ErrorOf(ClientFrame(Opcode::kText, "x", {.rsv = 0x40})),
+      Error(kCloseProtocolError, "frame sets reserved bits RSV1 but no extension was negotiated"));
   EXPECT_EQ(ErrorOf(ClientFrame(Opcode::kText, "x", {.rsv = 0x20})).code, kCloseProtocolError);
   EXPECT_EQ(ErrorOf(ClientFrame(Opcode::kText, "x", {.rsv = 0x30})).text,
             "frame sets reserved bits RSV2 RSV3 but no extension was negotiated");
@@ -358,25 +359,26 @@ TEST(WebSocketDecoder, ControlFramesMustBeWholeAndSmall) {
 }
 
 TEST(WebSocketDecoder, FragmentationRules) {
-  EXPECT_EQ(ErrorOf(ClientFrame(Opcode::kContinuation, "x")),
-            Error(kCloseProtocolError,
-                  "continuation frame without a fragmented message in progress"));
-  EXPECT_EQ(ErrorOf(ClientFrame(Opcode::kText, "a", {.fin = false}) +
-                    ClientFrame(Opcode::kBinary, "b")),
-            Error(kCloseProtocolError,
-                  "binary frame while a fragmented message is in progress (expected a "
-                  "continuation frame)"));
+  EXPECT_EQ(
+      ErrorOf(ClientFrame(Opcode::kContinuation, "x")),
+      Error(kCloseProtocolError, "continuation frame without a fragmented message in progress"));
+  EXPECT_EQ(
+      ErrorOf(ClientFrame(Opcode::kText, "a", {.fin = false}) + ClientFrame(Opcode::kBinary, "b")),
+      Error(kCloseProtocolError,
+            "binary frame while a fragmented message is in progress (expected a "
+            "continuation frame)"));
   EXPECT_EQ(ErrorOf(ClientFrame(Opcode::kBinary, "a", {.fin = false}) +
                     ClientFrame(Opcode::kText, "b", {.fin = false}))
                 .code,
             kCloseProtocolError);
   // A finished message lets the next one start.
-  EXPECT_EQ(Decode(ClientFrame(Opcode::kText, "a", {.fin = false}) +
-                   ClientFrame(Opcode::kContinuation, "b") + ClientFrame(Opcode::kContinuation, "c")),
-            (std::vector<Result>{Message(Opcode::kText, "ab"),
-                                 Error(kCloseProtocolError,
-                                       "continuation frame without a fragmented message in "
-                                       "progress")}));
+  EXPECT_EQ(
+      Decode(ClientFrame(Opcode::kText, "a", {.fin = false}) +
+             ClientFrame(Opcode::kContinuation, "b") + ClientFrame(Opcode::kContinuation, "c")),
+      (std::vector<Result>{Message(Opcode::kText, "ab"),
+                           Error(kCloseProtocolError,
+                                 "continuation frame without a fragmented message in "
+                                 "progress")}));
 }
 
 TEST(WebSocketDecoder, LengthEncodingRules) {
@@ -384,9 +386,9 @@ TEST(WebSocketDecoder, LengthEncodingRules) {
             Error(kCloseProtocolError, "64-bit payload length has its most significant bit set"));
   EXPECT_EQ(ErrorOf(ClientFrame(Opcode::kBinary, "abc", {.length_bits = 16})),
             Error(kCloseProtocolError, "payload length 3 is not minimally encoded (16-bit form)"));
-  EXPECT_EQ(ErrorOf(ClientFrame(Opcode::kBinary, std::string(200, 'x'), {.length_bits = 64})),
-            Error(kCloseProtocolError,
-                  "payload length 200 is not minimally encoded (64-bit form)"));
+  EXPECT_EQ(
+      ErrorOf(ClientFrame(Opcode::kBinary, std::string(200, 'x'), {.length_bits = 64})),
+      Error(kCloseProtocolError, "payload length 200 is not minimally encoded (64-bit form)"));
 }
 
 TEST(WebSocketDecoder, TextMustBeUtf8) {
@@ -435,8 +437,8 @@ TEST(WebSocketDecoder, CloseCodesNotAllowedOnTheWire) {
               Error(kCloseProtocolError,
                     absl::StrCat("close code ", code, " is not allowed on the wire")));
   }
-  for (std::uint16_t code : {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
-                             1014, 3000, 4999}) {
+  for (std::uint16_t code :
+       {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999}) {
     EXPECT_EQ(Decode(ClientClose(code)), std::vector<Result>{Close(code, "")}) << code;
   }
 }
@@ -444,7 +446,8 @@ TEST(WebSocketDecoder, CloseCodesNotAllowedOnTheWire) {
 TEST(WebSocketDecoder, CloseReasonOutlivesTheInputAndLaterBytesAreDiscarded) {
   Decoder decoder;
   {
-    std::string bytes = ClientClose(kCloseGoingAway, "restarting") + ClientFrame(Opcode::kText, "x");
+    std::string bytes =
+        ClientClose(kCloseGoingAway, "restarting") + ClientFrame(Opcode::kText, "x");
     std::span<char> input(bytes.data(), bytes.size());
     ASSERT_EQ(decoder.Next(input), Event::kClose);
     EXPECT_FALSE(input.empty());
@@ -507,11 +510,11 @@ TEST(WebSocketDecoder, MovedDecoderKeepsItsState) {
   std::span<char> input(first.data(), first.size());
   ASSERT_EQ(decoder.Next(input), Event::kNeedMore);
   Decoder moved(std::move(decoder));
-  EXPECT_EQ(Decode(moved,
-                   bytes.substr(bytes.size() - 10) + ClientFrame(Opcode::kContinuation, "two") +
-                       ClientClose(kCloseNormal, "done")),
-            (std::vector<Result>{Control(Event::kPing, Opcode::kPing, std::string(50, 'p')),
-                                 Message(Opcode::kText, "one two"), Close(kCloseNormal, "done")}));
+  EXPECT_EQ(
+      Decode(moved, bytes.substr(bytes.size() - 10) + ClientFrame(Opcode::kContinuation, "two") +
+                        ClientClose(kCloseNormal, "done")),
+      (std::vector<Result>{Control(Event::kPing, Opcode::kPing, std::string(50, 'p')),
+                           Message(Opcode::kText, "one two"), Close(kCloseNormal, "done")}));
   Decoder again;
   again = std::move(moved);
   EXPECT_EQ(again.close_reason(), "done");
@@ -524,10 +527,10 @@ TEST(WebSocketUtf8, AcceptsWellFormedAndRefusesTheRest) {
         absl::string_view("\xef\xbf\xbf"), absl::string_view("\0", 1)}) {
     EXPECT_TRUE(IsValidUtf8(text)) << text;
   }
-  for (absl::string_view text : {"\x80", "\xc0\x80", "\xc1\xbf", "\xe0\x80\x80", "\xed\xa0\x80",
-                                 "\xf0\x80\x80\x80", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80",
-                                 "\xff", "\xe2\x82", "abcdefghijklmnop\xe2\x28\xa1",
-                                 "abcdefgh\x80ijklmnop"}) {
+  for (absl::string_view text :
+       {"\x80", "\xc0\x80", "\xc1\xbf", "\xe0\x80\x80", "\xed\xa0\x80", "\xf0\x80\x80\x80",
+        "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xff", "\xe2\x82", "abcdefghijklmnop\xe2\x28\xa1",
+        "abcdefgh\x80ijklmnop"}) {
     EXPECT_FALSE(IsValidUtf8(text)) << text;
   }
 }
@@ -535,7 +538,8 @@ TEST(WebSocketUtf8, AcceptsWellFormedAndRefusesTheRest) {
 TEST(WebSocketEncoder, FrameHeaderUsesTheShortestLength) {
   const auto hex = [](absl::string_view bytes) {
     std::string out;
-    for (char c : bytes) absl::StrAppend(&out, absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+    for (char c : bytes)
+      absl::StrAppend(&out, absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
     return out;
   };
   EXPECT_EQ(hex(MakeFrameHeader(Opcode::kText, 0).view()), "8100");

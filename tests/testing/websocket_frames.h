@@ -59,8 +59,7 @@ inline std::string ClientFrame(net::ws::Opcode opcode, std::string_view payload,
   std::string out =
       ClientFrameHeader(opcode, options.announced_length.value_or(payload.size()), options);
   for (std::size_t i = 0; i < payload.size(); ++i) {
-    out.push_back(
-        static_cast<char>(options.mask ? payload[i] ^ options.key[i % 4] : payload[i]));
+    out.push_back(static_cast<char>(options.mask ? payload[i] ^ options.key[i % 4] : payload[i]));
   }
   return out;
 }

@@ -79,7 +79,8 @@ void WriteGatewayMessageCorpus(const std::filesystem::path& root) {
             ClientClose(cqrs::net::ws::kCloseGoingAway, "tab closed"));
   // 16-bit length, limit 1000, unmasked frames allowed.
   cqrs::v1::ClientMessage many = subscribe;
-  for (int i = 0; i < 40; ++i) many.mutable_subscribe()->add_channels("channel-" + std::to_string(i));
+  for (int i = 0; i < 40; ++i)
+    many.mutable_subscribe()->add_channels("channel-" + std::to_string(i));
   Write(dir / "proto_long_unmasked.bin",
         GatewayControl(true, std::string("\x3f", 1), 2, true) +
             ClientFrame(Opcode::kBinary, many.SerializeAsString(), {.mask = false}) +
@@ -92,9 +93,9 @@ void WriteGatewayMessageCorpus(const std::filesystem::path& root) {
   // Protocol errors.
   Write(dir / "bad_oversize.bin",
         GatewayControl(false, "", 1) + ClientFrame(Opcode::kText, std::string(126, 'x')));
-  Write(dir / "bad_utf8.bin",
-        GatewayControl(false, "") + ClientFrame(Opcode::kText, "caf\xc3", {.fin = false}) +
-            ClientFrame(Opcode::kContinuation, "\x28"));
+  Write(dir / "bad_utf8.bin", GatewayControl(false, "") +
+                                  ClientFrame(Opcode::kText, "caf\xc3", {.fin = false}) +
+                                  ClientFrame(Opcode::kContinuation, "\x28"));
   Write(dir / "bad_unmasked.bin",
         GatewayControl(false, "") + ClientFrame(Opcode::kText, "{}", {.mask = false}));
   Write(dir / "bad_close_code.bin", GatewayControl(true, "") + ClientClose(1005, "no"));

@@ -6,8 +6,8 @@
 //
 //   cqrs::InMemoryEventLog log;
 //   cqrs::FanoutHub hub(log);
-//   cqrs::net::EventGateway gateway(hub, {.port = 8080, .allowed_origins = {"http://localhost:8080"}});
-//   CQRS_RETURN_IF_ERROR(gateway.Start());
+//   cqrs::net::EventGateway gateway(hub, {.port = 8080, .allowed_origins =
+//   {"http://localhost:8080"}}); CQRS_RETURN_IF_ERROR(gateway.Start());
 //   ... gateway.Shutdown();
 //
 // WebSocket protocol (proto/README.md, "Event gateway"): subprotocol `cqrs.v1.json` (text
@@ -78,8 +78,8 @@ struct EventGatewayStats {
   std::uint64_t connections_accepted = 0;
   std::uint64_t connections_refused = 0;  // Over max_connections.
   std::uint64_t connections_open = 0;
-  std::uint64_t subscribers_open = 0;     // Open WebSocket connections.
-  std::uint64_t events_delivered = 0;     // Event messages written, over all subscribers.
+  std::uint64_t subscribers_open = 0;  // Open WebSocket connections.
+  std::uint64_t events_delivered = 0;  // Event messages written, over all subscribers.
   std::uint64_t slow_consumers_closed = 0;
   std::uint64_t http_requests = 0;
 };

@@ -148,9 +148,10 @@ class EventSubscriber {
     static_assert(std::is_base_of_v<google::protobuf::Message, Event>,
                   "On<Event>: Event must be a generated protobuf message type");
     if constexpr (std::is_invocable_v<Handler&, const Event&, const v1::EventEnvelope&>) {
-      static_assert(!IsAwaitable<std::invoke_result_t<Handler&, const Event&,
-                                                      const v1::EventEnvelope&>>::value,
-                    "On<Event>(handler): handlers are synchronous; co_spawn asynchronous work");
+      static_assert(
+          !IsAwaitable<
+              std::invoke_result_t<Handler&, const Event&, const v1::EventEnvelope&>>::value,
+          "On<Event>(handler): handlers are synchronous; co_spawn asynchronous work");
       Register(Event::descriptor(), &Event::default_instance(),
                [handler = std::move(handler)](const google::protobuf::Message& event,
                                               const v1::EventEnvelope& envelope) mutable {

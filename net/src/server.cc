@@ -1,0 +1,64 @@
+#include "cqrs/net/server.h"
+
+#include <csignal>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "cqrs/core/log.h"
+
+namespace cqrs::net {
+
+Server::Server(CommandRouter& router, ServerOptions options)
+    : Server(router, std::make_unique<InMemoryEventLog>(options.event_log), nullptr,
+             std::move(options)) {}
+
+Server::Server(CommandRouter& router, EventLog& log, ServerOptions options)
+    : Server(router, nullptr, &log, std::move(options)) {}
+
+Server::Server(CommandRouter& router, std::unique_ptr<EventLog> owned, EventLog* log,
+               ServerOptions options)
+    : owned_log_(std::move(owned)),
+      log_(owned_log_ != nullptr ? owned_log_.get() : log),
+      hub_(*log_),
+      commands_(router, std::move(options.commands)),
+      gateway_(hub_, std::move(options.gateway)) {
+  router.set_event_sink(log_);
+}
+
+Server::~Server() { Shutdown(); }
+
+absl::Status Server::Start() {
+  if (absl::Status status = gateway_.Start(); !status.ok()) return status;
+  if (absl::Status status = commands_.Start(); !status.ok()) {
+    gateway_.Shutdown();
+    return status;
+  }
+  return absl::OkStatus();
+}
+
+void Server::Shutdown() {
+  commands_.Shutdown();
+  gateway_.Shutdown();
+}
+
+absl::Status Server::Run() {
+  // Block the stop signals in every thread (the servers' threads inherit the mask), then take
+  // them here.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigset_t previous;
+  pthread_sigmask(SIG_BLOCK, &signals, &previous);
+  absl::Status status = Start();
+  if (status.ok()) {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    Log(LogLevel::kInfo, absl::StrCat("signal ", signal, ": shutting down"));
+    Shutdown();
+  }
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  return status;
+}
+
+}  // namespace cqrs::net
