@@ -151,6 +151,32 @@ class CommandServer::Impl {
   std::uint16_t port() const { return port_.load(); }
   const CommandServerOptions& options() const { return shared_.options; }
 
+  Awaitable<v1::CommandResponseEnvelope> Execute(const v1::CommandEnvelope& command,
+                                                 const std::string& principal) {
+    bool serving = false;
+    {
+      std::lock_guard lock(mutex_);
+      serving = started_ && !stopping_;
+    }
+    {
+      std::lock_guard lock(shared_.mutex);
+      serving = serving && !shared_.shutting_down;
+    }
+    CommandProcessor::Response bytes;
+    if (!serving) {
+      bytes = shared_.processor.Refuse(
+          command, absl::UnavailableError("the command server is not serving (shutting down)"));
+    } else {
+      shared_.commands.fetch_add(1, std::memory_order_relaxed);
+      CommandProcessor::Admission admission = shared_.processor.Admit(command);
+      google::protobuf::Arena arena;
+      bytes = co_await shared_.processor.Run(admission, command, &arena, principal);
+    }
+    v1::CommandResponseEnvelope response;
+    response.ParseFromString(*bytes);
+    co_return response;
+  }
+
   CommandServerStats stats() {
     CommandServerStats s;
     s.connections_accepted = shared_.connections_accepted.load();
@@ -301,6 +327,11 @@ std::uint16_t CommandServer::port() const { return impl_->port(); }
 void CommandServer::Shutdown() { impl_->Shutdown(); }
 void CommandServer::Wait() { impl_->Wait(); }
 absl::Status CommandServer::Run() { return impl_->Run(); }
+Awaitable<v1::CommandResponseEnvelope> CommandServer::Execute(const v1::CommandEnvelope& command,
+                                                              const std::string& principal) {
+  return impl_->Execute(command, principal);
+}
+
 CommandServerStats CommandServer::stats() const { return impl_->stats(); }
 const CommandServerOptions& CommandServer::options() const { return impl_->options(); }
 

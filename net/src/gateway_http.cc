@@ -19,6 +19,7 @@
 #include <boost/beast/websocket/detail/hybi13.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -177,6 +178,11 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       plain.content_type = std::string(type->value().data(), type->value().size());
     }
     plain.body = request.body();
+    for (const auto& field : request) {
+      plain.headers.emplace_back(absl::AsciiStrToLower(absl::string_view(
+                                     field.name_string().data(), field.name_string().size())),
+                                 std::string(field.value().data(), field.value().size()));
+    }
     std::exception_ptr failure;
     HttpResponse response;
     try {
@@ -291,3 +297,14 @@ void StartHttpConnection(Shard& shard, tcp::socket socket, bool refuse) {
 }
 
 }  // namespace cqrs::net::internal
+
+namespace cqrs::net {
+
+absl::string_view HttpRequest::Header(absl::string_view name) const {
+  for (const auto& [key, value] : headers) {
+    if (absl::EqualsIgnoreCase(key, name)) return value;
+  }
+  return {};
+}
+
+}  // namespace cqrs::net

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cqrs/core/log.h"
+#include "cqrs/net/http_commands.h"
 
 namespace cqrs::net {
 
@@ -23,6 +24,7 @@ Server::Server(CommandRouter& router, std::unique_ptr<EventLog> owned, EventLog*
       commands_(router, std::move(options.commands)),
       gateway_(hub_, std::move(options.gateway)) {
   router.set_event_sink(log_);
+  if (options.http_commands) AddHttpCommandRoutes(gateway_, commands_);
 }
 
 Server::~Server() { Shutdown(); }

@@ -369,14 +369,14 @@ int ServeMain(unsigned threads, unsigned gateway_threads, bool counting_sink, in
   gateway.Shutdown();
   const auto stats = server.stats();
   const net::EventGatewayStats gateway_stats = gateway.stats();
-  const std::string report =
-      absl::StrCat("commands=", stats.commands, " events=", log.head(), " users=", directory.size(),
-                   " log_head=", log.head(), " log_retained=", log.retained_events(),
-                   " events_delivered=", gateway_stats.events_delivered,
-                   " slow_consumers_closed=", gateway_stats.slow_consumers_closed,
-                   " subscribers=", before.subscribers_open,
-                   " gateway_connections_accepted=", gateway_stats.connections_accepted,
-                   " gateway_connections_refused=", gateway_stats.connections_refused, "\n");
+  const std::string report = absl::StrCat(
+      "commands=", stats.commands, " events=", counting_sink ? counting.appended() : log.head(),
+      " users=", directory.size(), " log_head=", log.head(),
+      " log_retained=", log.retained_events(), " events_delivered=", gateway_stats.events_delivered,
+      " slow_consumers_closed=", gateway_stats.slow_consumers_closed,
+      " subscribers=", before.subscribers_open,
+      " gateway_connections_accepted=", gateway_stats.connections_accepted,
+      " gateway_connections_refused=", gateway_stats.connections_refused, "\n");
   WriteAll(port_fd, report.data(), report.size());
   close(port_fd);
   return 0;

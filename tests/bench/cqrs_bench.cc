@@ -797,6 +797,8 @@ absl::Status RunW3(int duration_s, int warmup) {
   const CommandTemplate command = CommandTemplate::Make(kCommandDeadline);
   SendTimes times(kW3Streams, kW3PerStream);
 
+  // Outlives `subscribers`, whose reading threads report to it until they are stopped.
+  W3Tracker tracker(subscriber_count, reader_threads, times);
   WsSubscribers subscribers;
   const auto connect_start = Clock::now();
   if (auto status = subscribers.Connect({.port = server->gateway_port(), .count = subscriber_count},
@@ -805,7 +807,6 @@ absl::Status RunW3(int duration_s, int warmup) {
     return status;
   }
   const double connect_s = Seconds(Clock::now() - connect_start);
-  W3Tracker tracker(subscriber_count, reader_threads, times);
   subscribers.Start(reader_threads, &tracker);
 
   std::vector<std::unique_ptr<BlockingLink>> links;

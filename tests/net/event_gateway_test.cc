@@ -151,7 +151,8 @@ class Subscriber {
 };
 
 Awaitable<http::response<http::string_body>> Fetch(std::uint16_t port, http::verb verb,
-                                                   const char* target, const std::string& body) {
+                                                   const char* target, const std::string& body,
+                                                   const char* command_id) {
   beast::tcp_stream stream(co_await asio::this_coro::executor);
   auto [connect_ec] =
       co_await stream.async_connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), kUse);
@@ -159,6 +160,7 @@ Awaitable<http::response<http::string_body>> Fetch(std::uint16_t port, http::ver
   http::request<http::string_body> request(verb, target, 11);
   request.set(http::field::host, "127.0.0.1");
   request.body() = body;
+  if (*command_id != '\0') request.set("X-Command-Id", command_id);
   request.prepare_payload();
   auto [write_ec, written] = co_await http::async_write(stream, request, kUse);
   EXPECT_FALSE(write_ec);
@@ -167,6 +169,11 @@ Awaitable<http::response<http::string_body>> Fetch(std::uint16_t port, http::ver
   auto [read_ec, read] = co_await http::async_read(stream, buffer, response, kUse);
   EXPECT_FALSE(read_ec) << read_ec.message();
   co_return response;
+}
+
+Awaitable<http::response<http::string_body>> Fetch(std::uint16_t port, http::verb verb,
+                                                   const char* target, const std::string& body) {
+  return Fetch(port, verb, target, body, "");
 }
 
 users::v1::CreateUser Create(std::string name) {
@@ -443,6 +450,53 @@ TEST(EventGateway, ServesRoutesHealthAndClearHttpErrors) {
   }());
   gateway.Shutdown();
   EXPECT_GE(gateway.stats().http_requests, 6u);
+}
+
+TEST(EventGateway, RunsCommandsPostedAsJsonThroughTheCommandPipeline) {
+  Service service;
+  const std::uint16_t port = service.server().gateway_port();
+  asio::io_context io;
+  cqrs::testing::Run(io, [&]() -> Awaitable<void> {
+    const std::string bob = R"({"name": "Bob"})";
+    auto response =
+        co_await Fetch(port, http::verb::post, "/commands/users.v1.CreateUser", bob, "http-1");
+    EXPECT_EQ(response.result_int(), 200u);
+    v1::CommandResponseEnvelope ok;
+    EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(response.body(), &ok).ok())
+        << response.body();
+    EXPECT_EQ(ok.command_id(), "http-1");
+    EXPECT_EQ(ok.status(), v1::CommandResponseEnvelope::OK);
+    EXPECT_EQ(ok.event_offsets_size(), 1);
+    EXPECT_THAT(response.body(), HasSubstr("users.v1.CreateUserReply"));
+
+    // The same id again: the first response, not a second user (the server's idempotency).
+    response =
+        co_await Fetch(port, http::verb::post, "/commands/users.v1.CreateUser", bob, "http-1");
+    v1::CommandResponseEnvelope again;
+    EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(response.body(), &again).ok());
+    EXPECT_EQ(again.SerializeAsString(), ok.SerializeAsString());
+    EXPECT_EQ(service.server().log().head(), 1u);
+
+    const std::string empty = R"({"name": ""})";
+    response = co_await Fetch(port, http::verb::post, "/commands/users.v1.CreateUser", empty);
+    EXPECT_EQ(response.result_int(), 422u);
+    EXPECT_THAT(response.body(), HasSubstr(R"("status":"REJECTED")"));
+    EXPECT_THAT(response.body(), HasSubstr("USER_NAME_EMPTY"));
+
+    response = co_await Fetch(port, http::verb::post, "/commands/no.such.Type", bob);
+    EXPECT_EQ(response.result_int(), 404u);
+    EXPECT_THAT(response.body(), HasSubstr("unknown command type 'no.such.Type'"));
+
+    const std::string broken = R"({"nam": )";
+    response = co_await Fetch(port, http::verb::post, "/commands/users.v1.CreateUser", broken);
+    EXPECT_EQ(response.result_int(), 400u);
+    EXPECT_THAT(response.body(), HasSubstr("not a valid users.v1.CreateUser"));
+
+    // A command type without a handler: NOT_FOUND from the router, 404.
+    response = co_await Fetch(port, http::verb::post, "/commands/users.v1.UserCreated", bob);
+    EXPECT_EQ(response.result_int(), 404u);
+    EXPECT_THAT(response.body(), HasSubstr(R"("status":"NOT_FOUND")"));
+  }());
 }
 
 TEST(EventGateway, StartTwiceAndBadAddressAreClearErrors) {

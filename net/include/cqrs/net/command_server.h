@@ -96,6 +96,14 @@ class CommandServer {
   // Start(), then serve until SIGINT or SIGTERM, then Shutdown().
   absl::Status Run();
 
+  // Runs `command` through this server's own pipeline (idempotency by id, per-subject order,
+  // interceptors, handler, event append) as if it had arrived on a connection, and returns its
+  // response; for in-process front ends such as HTTP command endpoints. Runs on the calling
+  // coroutine's executor; `command` and `principal` must outlive the awaitable. Answers
+  // UNAVAILABLE once Shutdown has begun (or before Start). Thread-safe.
+  Awaitable<v1::CommandResponseEnvelope> Execute(const v1::CommandEnvelope& command,
+                                                 const std::string& principal);
+
   CommandServerStats stats() const;
   const CommandServerOptions& options() const;
 

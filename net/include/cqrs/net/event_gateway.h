@@ -91,6 +91,11 @@ struct HttpRequest {
   std::string path;    // Target without the query.
   std::string content_type;
   std::string body;
+  // Every header field, names in lower case, in the order received.
+  std::vector<std::pair<std::string, std::string>> headers;
+
+  // The first value of header `name` (any case); empty when absent.
+  absl::string_view Header(absl::string_view name) const;
 };
 
 struct HttpResponse {

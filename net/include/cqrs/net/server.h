@@ -31,6 +31,8 @@ struct ServerOptions {
   EventGatewayOptions gateway;
   // For the embedded in-memory log (ignored when a log is passed in).
   InMemoryEventLogOptions event_log;
+  // POST /commands/<full.type.Name> on the gateway's port (cqrs/net/http_commands.h).
+  bool http_commands = true;
 };
 
 class Server {
