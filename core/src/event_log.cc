@@ -110,7 +110,7 @@ absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<v1::EventEnvelo
   std::vector<Record> appended;
   appended.reserve(events.size());
   AppendReceipt receipt{.first_offset = 0, .count = events.size(), .epoch = epoch_};
-  mutex_.Lock();
+  mutex_.lock();
   receipt.first_offset = head_ + 1;
   for (std::size_t i = 0; i < events.size(); ++i) {
     const std::uint64_t offset = ++head_;
@@ -131,16 +131,16 @@ absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<v1::EventEnvelo
   }
   // Listeners see appends in offset order: the notification lock is taken before the log's
   // lock is released, and readers are not held up while listeners run.
-  notify_mutex_.Lock();
-  mutex_.Unlock();
+  notify_mutex_.lock();
+  mutex_.unlock();
   for (const Listener& listener : listeners_) listener(appended);
-  notify_mutex_.Unlock();
+  notify_mutex_.unlock();
   return receipt;
 }
 
 absl::StatusOr<std::vector<EventLog::Record>> InMemoryEventLog::Read(std::uint64_t after,
                                                                      std::size_t max) const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   if (after > head_) {
     return absl::InvalidArgumentError(
         absl::StrCat("offset ", after, " is beyond the head ", head_, " of epoch ", epoch_));
@@ -160,24 +160,24 @@ absl::StatusOr<std::vector<EventLog::Record>> InMemoryEventLog::Read(std::uint64
 }
 
 std::uint64_t InMemoryEventLog::head() const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   return head_;
 }
 
 std::uint64_t InMemoryEventLog::earliest() const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   return records_.empty() ? head_ + 1 : records_.front()->offset();
 }
 
 void InMemoryEventLog::AddListener(Listener listener) { listeners_.push_back(std::move(listener)); }
 
 std::size_t InMemoryEventLog::retained_events() const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   return records_.size();
 }
 
 std::size_t InMemoryEventLog::retained_bytes() const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   return bytes_;
 }
 

@@ -29,7 +29,7 @@ FanoutHub::FanoutHub(EventLog& log)
 }
 
 FanoutHub::BatchPtr FanoutHub::Tail() const {
-  absl::MutexLock lock(&tail_mutex_);
+  std::lock_guard lock(tail_mutex_);
   return tail_;
 }
 
@@ -37,7 +37,7 @@ void FanoutHub::Publish(std::span<const EventLog::Record> appended) {
   if (appended.empty()) return;
   auto batch = std::make_shared<const Batch>(appended.back()->offset(), appended);
   {
-    absl::MutexLock lock(&tail_mutex_);
+    std::lock_guard lock(tail_mutex_);
     // The log calls listeners one append at a time, in offset order, so tail_ is the previous
     // append's batch.
     tail_->next_ = batch;
@@ -45,19 +45,19 @@ void FanoutHub::Publish(std::span<const EventLog::Record> appended) {
     tail_ = std::move(batch);
   }
   published_.fetch_add(1, std::memory_order_relaxed);
-  absl::MutexLock lock(&wakers_mutex_);
+  std::lock_guard lock(wakers_mutex_);
   for (auto& [id, waker] : wakers_) waker();
 }
 
 std::uint64_t FanoutHub::AddWaker(Waker waker) {
-  absl::MutexLock lock(&wakers_mutex_);
+  std::lock_guard lock(wakers_mutex_);
   const std::uint64_t id = next_waker_id_++;
   wakers_.emplace_back(id, std::move(waker));
   return id;
 }
 
 void FanoutHub::RemoveWaker(std::uint64_t id) {
-  absl::MutexLock lock(&wakers_mutex_);
+  std::lock_guard lock(wakers_mutex_);
   std::erase_if(wakers_, [id](const auto& entry) { return entry.first == id; });
 }
 

@@ -10,8 +10,11 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
+#include <mutex>
+
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/hash/hash.h"
 
 namespace cqrs {
 namespace {
@@ -39,19 +42,22 @@ IdempotencyCache::Response IdempotencyCache::ResponseOf(const std::shared_ptr<En
   return Response(entry, &entry->bytes);
 }
 
-// One lock for the whole cache: the budget and the oldest-first order are global. The critical
-// sections are one hash lookup or insert and a FIFO push; absl::Mutex spins briefly before it
-// sleeps, which suits them.
+// Ids are spread over independently locked shards (by hash), each with its own share of the
+// byte budget and its own oldest-first order: commands on different threads rarely contend, and
+// eviction is oldest-first per shard (ids hash uniformly, so nearly oldest-first overall). A
+// small budget gets a single shard, where the order is exact. The critical sections are one
+// hash lookup or insert and a FIFO push.
 struct IdempotencyCache::Table {
   struct Remembered {
     Clock::time_point expires;
     std::shared_ptr<Entry> entry;
     std::size_t cost;
   };
-  mutable absl::Mutex mutex;
+  mutable std::mutex mutex;
   absl::flat_hash_map<absl::string_view, std::shared_ptr<Entry>> entries;
   std::deque<Remembered> fifo;  // Finished entries, oldest first.
   std::size_t bytes = 0;
+  std::size_t max_bytes = 0;
 
   void ForgetOldest() {
     entries.erase(fifo.front().entry->id);
@@ -66,19 +72,30 @@ struct IdempotencyCache::Table {
 const std::string& IdempotencyCache::Claim::id() const { return entry_->id; }
 
 IdempotencyCache::IdempotencyCache(IdempotencyOptions options)
-    : options_(options), state_(std::make_unique<Table>()) {}
+    : options_(options),
+      shard_count_(std::clamp<std::size_t>(options.max_bytes / kMinShardBytes, 1, kMaxShards)),
+      shards_(new Table[shard_count_]) {
+  for (std::size_t i = 0; i < shard_count_; ++i) {
+    shards_[i].max_bytes = options.max_bytes / shard_count_;
+  }
+}
 
 IdempotencyCache::~IdempotencyCache() = default;
+
+IdempotencyCache::Table& IdempotencyCache::ShardOf(absl::string_view id) const {
+  return shards_[shard_count_ == 1 ? 0 : absl::HashOf(id) % shard_count_];
+}
 
 IdempotencyCache::Claim IdempotencyCache::Begin(absl::string_view id) {
   Claim claim;
   const auto now = Clock::now();
-  absl::MutexLock lock(&state_->mutex);
-  state_->Expire(now);
-  const auto it = state_->entries.find(id);
-  if (it == state_->entries.end()) {
+  Table& state = ShardOf(id);
+  std::lock_guard lock(state.mutex);
+  state.Expire(now);
+  const auto it = state.entries.find(id);
+  if (it == state.entries.end()) {
     auto entry = std::make_shared<Entry>(id);
-    state_->entries.emplace(entry->id, entry);
+    state.entries.emplace(entry->id, entry);
     claim.state_ = kNew;
     claim.entry_ = std::move(entry);
   } else if (it->second->done) {
@@ -109,16 +126,16 @@ void IdempotencyCache::Publish(Claim& claim, bool remember) {
   const auto expires = Clock::now() + absl::ToChronoNanoseconds(options_.window);
   const Response response = ResponseOf(claim.entry_);
   {
-    Table& state = *state_;
-    absl::MutexLock lock(&state.mutex);
+    Table& state = ShardOf(claim.entry_->id);
+    std::lock_guard lock(state.mutex);
     Entry& entry = *claim.entry_;
     entry.done = true;
     waiters.swap(entry.waiters);
     const std::size_t cost = entry.id.size() + response->size() + kEntryOverhead;
-    if (remember && cost <= options_.max_bytes) {
+    if (remember && cost <= state.max_bytes) {
       state.fifo.push_back({expires, claim.entry_, cost});
       state.bytes += cost;
-      while (state.bytes > options_.max_bytes) state.ForgetOldest();
+      while (state.bytes > state.max_bytes) state.ForgetOldest();
     } else {
       state.entries.erase(entry.id);
     }
@@ -139,7 +156,7 @@ Awaitable<IdempotencyCache::Response> IdempotencyCache::WaitFor(const Claim& cla
       [this, &claim, &executor](auto handler) {
         Response response;
         {
-          absl::MutexLock lock(&state_->mutex);
+          std::lock_guard lock(ShardOf(claim.entry_->id).mutex);
           if (!claim.entry_->done) {
             claim.entry_->waiters.emplace_back(std::move(handler), executor);
             return;
@@ -154,13 +171,21 @@ Awaitable<IdempotencyCache::Response> IdempotencyCache::WaitFor(const Claim& cla
 }
 
 std::size_t IdempotencyCache::size() const {
-  absl::MutexLock lock(&state_->mutex);
-  return state_->entries.size();
+  std::size_t size = 0;
+  for (std::size_t i = 0; i < shard_count_; ++i) {
+    std::lock_guard lock(shards_[i].mutex);
+    size += shards_[i].entries.size();
+  }
+  return size;
 }
 
 std::size_t IdempotencyCache::bytes() const {
-  absl::MutexLock lock(&state_->mutex);
-  return state_->bytes;
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < shard_count_; ++i) {
+    std::lock_guard lock(shards_[i].mutex);
+    bytes += shards_[i].bytes;
+  }
+  return bytes;
 }
 
 }  // namespace cqrs

@@ -1,15 +1,17 @@
 #include "cqrs/core/subject_sequencer.h"
 
 #include <algorithm>
-#include <deque>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+
+#include "absl/hash/hash.h"
 
 namespace cqrs {
 
@@ -20,16 +22,23 @@ struct SubjectSequencer::Waiter {
   asio::any_io_executor executor;
 };
 
-struct SubjectSequencer::Queue {
-  // Commands waiting behind the running one, in arrival order.
-  std::deque<std::shared_ptr<Waiter>> waiting;
+struct SubjectSequencer::Shard {
+  std::mutex mutex;
+  // Per subject with a command running: the commands waiting behind it, in arrival order
+  // (usually none, so no allocation).
+  absl::flat_hash_map<std::string, std::vector<std::shared_ptr<Waiter>>> queues;
 };
 
-SubjectSequencer::SubjectSequencer() = default;
+SubjectSequencer::SubjectSequencer() : shards_(new Shard[kShards]) {}
 SubjectSequencer::~SubjectSequencer() = default;
+
+SubjectSequencer::Shard& SubjectSequencer::ShardOf(absl::string_view subject) const {
+  return shards_[absl::HashOf(subject) % kShards];
+}
 
 SubjectSequencer::Turn::Turn(Turn&& other) noexcept
     : owner_(std::exchange(other.owner_, nullptr)),
+      shard_(std::exchange(other.shard_, nullptr)),
       subject_(std::move(other.subject_)),
       waiter_(std::move(other.waiter_)) {}
 
@@ -37,6 +46,7 @@ SubjectSequencer::Turn& SubjectSequencer::Turn::operator=(Turn&& other) noexcept
   if (this != &other) {
     Release();
     owner_ = std::exchange(other.owner_, nullptr);
+    shard_ = std::exchange(other.shard_, nullptr);
     subject_ = std::move(other.subject_);
     waiter_ = std::move(other.waiter_);
   }
@@ -52,14 +62,13 @@ SubjectSequencer::Turn SubjectSequencer::Enter(absl::string_view subject) {
   Turn turn;
   if (subject.empty()) return turn;
   turn.owner_ = this;
+  turn.shard_ = &ShardOf(subject);
   turn.subject_ = std::string(subject);
-  absl::MutexLock lock(&mutex_);
-  auto [it, inserted] = queues_.try_emplace(turn.subject_);
-  if (inserted) {
-    it->second = std::make_unique<Queue>();
-  } else {
+  std::lock_guard lock(turn.shard_->mutex);
+  auto [it, inserted] = turn.shard_->queues.try_emplace(turn.subject_);
+  if (!inserted) {
     turn.waiter_ = std::make_shared<Waiter>();
-    it->second->waiting.push_back(turn.waiter_);
+    it->second.push_back(turn.waiter_);
   }
   return turn;
 }
@@ -70,10 +79,11 @@ Awaitable<void> SubjectSequencer::Wait(Turn& turn) {
   // The initiation captures only references: GCC 12 may destroy temporaries of a co_await
   // expression twice.
   Waiter* const waiter = turn.waiter_.get();
+  Shard* const shard = turn.shard_;
   co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
-      [this, waiter, &executor](auto handler) {
+      [shard, waiter, &executor](auto handler) {
         {
-          absl::MutexLock lock(&mutex_);
+          std::lock_guard lock(shard->mutex);
           if (!waiter->granted) {
             waiter->handler.emplace(std::move(handler));
             waiter->executor = executor;
@@ -88,21 +98,22 @@ Awaitable<void> SubjectSequencer::Wait(Turn& turn) {
 void SubjectSequencer::Leave(Turn& turn) {
   std::shared_ptr<Waiter> next;
   {
-    absl::MutexLock lock(&mutex_);
-    const auto it = queues_.find(turn.subject_);
-    if (it == queues_.end()) return;
-    auto& waiting = it->second->waiting;
+    Shard& shard = *turn.shard_;
+    std::lock_guard lock(shard.mutex);
+    const auto it = shard.queues.find(turn.subject_);
+    if (it == shard.queues.end()) return;
+    auto& waiting = it->second;
     if (turn.waiter_ != nullptr && !turn.waiter_->granted) {
       // The turn never came: just leave the line.
       waiting.erase(std::find(waiting.begin(), waiting.end(), turn.waiter_));
       return;
     }
     if (waiting.empty()) {
-      queues_.erase(it);
+      shard.queues.erase(it);
       return;
     }
     next = std::move(waiting.front());
-    waiting.pop_front();
+    waiting.erase(waiting.begin());
     next->granted = true;
     if (!next->handler) return;  // It will see `granted` when it waits.
   }
@@ -111,8 +122,12 @@ void SubjectSequencer::Leave(Turn& turn) {
 }
 
 std::size_t SubjectSequencer::active_subjects() const {
-  absl::MutexLock lock(&mutex_);
-  return queues_.size();
+  std::size_t active = 0;
+  for (std::size_t i = 0; i < kShards; ++i) {
+    std::lock_guard lock(shards_[i].mutex);
+    active += shards_[i].queues.size();
+  }
+  return active;
 }
 
 }  // namespace cqrs

@@ -1,7 +1,9 @@
 #include "user_handlers.h"
 
 #include <random>
+#include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cqrs/core/command_status.h"
@@ -12,6 +14,44 @@ namespace {
 using cqrs::Awaitable;
 using cqrs::CommandContext;
 
+// Code points in valid UTF-8 (protobuf has checked it): every byte that does not continue one.
+std::size_t CodePoints(absl::string_view text) {
+  std::size_t n = 0;
+  for (const char c : text) n += (static_cast<unsigned char>(c) & 0xc0) != 0x80;
+  return n;
+}
+
+// INVALID USER_ID_MISMATCH when the command names a user and its subject names another.
+absl::Status CheckSubject(absl::string_view command_type, const std::string& user_id,
+                          const CommandContext& ctx) {
+  if (user_id.empty() || ctx.subject().empty() || user_id == ctx.subject()) {
+    return absl::OkStatus();
+  }
+  return cqrs::WithErrorCode(
+      absl::InvalidArgumentError(absl::StrCat("the command is about user ", user_id,
+                                              " but its subject is ", ctx.subject())),
+      "USER_ID_MISMATCH",
+      absl::StrCat(command_type, ".user_id and the envelope's subject must agree when both are "
+                                 "set"));
+}
+
+// The user a command is about: its `user_id`, else the command's subject.
+absl::StatusOr<std::string> TargetUser(absl::string_view command_type, const std::string& user_id,
+                                       const CommandContext& ctx) {
+  if (absl::Status agree = CheckSubject(command_type, user_id, ctx); !agree.ok()) return agree;
+  if (!user_id.empty()) return user_id;
+  if (!ctx.subject().empty()) return ctx.subject();
+  return cqrs::WithErrorCode(absl::InvalidArgumentError("the command does not name a user"),
+                             "USER_ID_REQUIRED",
+                             absl::StrCat("set ", command_type, ".user_id or the subject"));
+}
+
+absl::Status NotFound(const std::string& id) {
+  return cqrs::Rejected("USER_NOT_FOUND", absl::StrCat("there is no user ", id));
+}
+
+}  // namespace
+
 std::string NewUserId() {
   thread_local std::mt19937_64 random{std::random_device{}()};
   const std::uint64_t hi = random();
@@ -21,47 +61,111 @@ std::string NewUserId() {
                          ((lo >> 48) & 0x3fff) | 0x8000, lo & 0xffffffffffff);
 }
 
-}  // namespace
+absl::Status ValidateName(absl::string_view name) {
+  if (absl::StripAsciiWhitespace(name).empty()) {
+    return cqrs::Rejected("USER_NAME_EMPTY", "the user name must not be empty",
+                          name.empty() ? "" : "the name holds only white space");
+  }
+  if (const std::size_t length = CodePoints(name); length > kMaxNameLength) {
+    return cqrs::Rejected(
+        "USER_NAME_TOO_LONG",
+        absl::StrCat("the user name must have at most ", kMaxNameLength, " characters"),
+        absl::StrCat("the name has ", length, " characters (", name.size(), " bytes)"));
+  }
+  return absl::OkStatus();
+}
 
-bool UserDirectory::Add(const std::string& id) {
+bool UserDirectory::Add(const std::string& id, std::string name) {
   absl::MutexLock lock(&mutex_);
-  return ids_.insert(id).second;
+  return names_.try_emplace(id, std::move(name)).second;
+}
+
+std::optional<std::string> UserDirectory::Rename(const std::string& id, std::string name) {
+  absl::MutexLock lock(&mutex_);
+  const auto it = names_.find(id);
+  if (it == names_.end()) return std::nullopt;
+  std::swap(it->second, name);
+  return name;
+}
+
+std::optional<std::string> UserDirectory::Remove(const std::string& id) {
+  absl::MutexLock lock(&mutex_);
+  const auto it = names_.find(id);
+  if (it == names_.end()) return std::nullopt;
+  std::string name = std::move(it->second);
+  names_.erase(it);
+  return name;
 }
 
 bool UserDirectory::Contains(const std::string& id) const {
   absl::MutexLock lock(&mutex_);
-  return ids_.contains(id);
+  return names_.contains(id);
+}
+
+std::optional<std::string> UserDirectory::NameOf(const std::string& id) const {
+  absl::MutexLock lock(&mutex_);
+  const auto it = names_.find(id);
+  if (it == names_.end()) return std::nullopt;
+  return it->second;
 }
 
 std::size_t UserDirectory::size() const {
   absl::MutexLock lock(&mutex_);
-  return ids_.size();
+  return names_.size();
 }
 
 absl::Status RegisterHandlers(cqrs::CommandRouter& router, UserDirectory& directory) {
-  return router.Handle<v1::CreateUser>(
+  absl::Status status = router.Handle<v1::CreateUser>(
       [&directory](const v1::CreateUser& command,
                    CommandContext& ctx) -> Awaitable<absl::StatusOr<v1::CreateUserReply>> {
-        if (command.name().empty()) {
-          co_return cqrs::Rejected("USER_NAME_EMPTY", "the user name must not be empty");
-        }
-        if (command.name().size() > kMaxNameLength) {
-          co_return cqrs::Rejected(
-              "USER_NAME_TOO_LONG",
-              absl::StrCat("the user name must have at most ", kMaxNameLength, " characters"),
-              absl::StrCat("CreateUser.name has ", command.name().size(), " bytes"));
+        if (absl::Status valid = ValidateName(command.name()); !valid.ok()) co_return valid;
+        if (absl::Status agree = CheckSubject("CreateUser", command.user_id(), ctx);
+            !agree.ok()) {
+          co_return agree;
         }
         std::string id = command.user_id().empty() ? NewUserId() : command.user_id();
-        if (!directory.Add(id)) {
+        if (!directory.Add(id, command.name())) {
           co_return cqrs::Rejected("USER_EXISTS", absl::StrCat("user ", id, " already exists"));
         }
         v1::UserCreated created;
         created.set_user_id(id);
         created.set_name(command.name());
-        ctx.Emit(created, cqrs::StreamOf("User", id), {.channel = kUsersChannel});
+        ctx.Emit(created, cqrs::StreamOf(kUserEntity, id), {.channel = kUsersChannel});
         v1::CreateUserReply reply;
         reply.set_user_id(std::move(id));
         co_return reply;
+      });
+  if (!status.ok()) return status;
+
+  status = router.Handle<v1::RenameUser>(
+      [&directory](const v1::RenameUser& command,
+                   CommandContext& ctx) -> Awaitable<absl::Status> {
+        absl::StatusOr<std::string> id = TargetUser("RenameUser", command.user_id(), ctx);
+        if (!id.ok()) co_return id.status();
+        if (absl::Status valid = ValidateName(command.name()); !valid.ok()) co_return valid;
+        std::optional<std::string> old_name = directory.Rename(*id, command.name());
+        if (!old_name.has_value()) co_return NotFound(*id);
+        v1::UserRenamed renamed;
+        renamed.set_user_id(*id);
+        renamed.set_old_name(*std::move(old_name));
+        renamed.set_new_name(command.name());
+        ctx.Emit(renamed, cqrs::StreamOf(kUserEntity, *id), {.channel = kUsersChannel});
+        co_return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+
+  return router.Handle<v1::DeleteUser>(
+      [&directory](const v1::DeleteUser& command,
+                   CommandContext& ctx) -> Awaitable<absl::Status> {
+        absl::StatusOr<std::string> id = TargetUser("DeleteUser", command.user_id(), ctx);
+        if (!id.ok()) co_return id.status();
+        std::optional<std::string> name = directory.Remove(*id);
+        if (!name.has_value()) co_return NotFound(*id);
+        v1::UserDeleted deleted;
+        deleted.set_user_id(*id);
+        deleted.set_name(*std::move(name));
+        ctx.Emit(deleted, cqrs::StreamOf(kUserEntity, *id), {.channel = kUsersChannel});
+        co_return absl::OkStatus();
       });
 }
 

@@ -1,44 +1,73 @@
 // File: user_handlers.h (examples/user_service)
 //
-// The user service's command handlers, registered on a router:
+// The user service's write side: its command handlers, registered on a router, and the
+// directory of existing users they validate against.
 //
 //   cqrs::CommandRouter router({.service_id = "user-service"});
 //   users::UserDirectory directory;
 //   CQRS_RETURN_IF_ERROR(users::RegisterHandlers(router, directory));
 //
-// CreateUser: validates the name (1..64 characters, else REJECTED USER_NAME_EMPTY /
-// USER_NAME_TOO_LONG), refuses a duplicate id (REJECTED USER_EXISTS), emits UserCreated on the
-// `users` channel and answers CreateUserReply with the id.
+// CreateUser  -> UserCreated, reply CreateUserReply{user_id} (user_id: the command's, or a new
+//                UUID). REJECTED USER_NAME_EMPTY / USER_NAME_TOO_LONG / USER_EXISTS.
+// RenameUser  -> UserRenamed (old and new name). REJECTED USER_NAME_EMPTY / USER_NAME_TOO_LONG /
+//                USER_NOT_FOUND.
+// DeleteUser  -> UserDeleted (with the last name). REJECTED USER_NOT_FOUND.
+// Every event goes to the `users` channel on stream ("User", user_id). RenameUser and DeleteUser
+// take the user id from the command or, when it is empty, from the command's subject (INVALID
+// USER_ID_REQUIRED when neither is set); a command whose user id and subject are both set and
+// differ is INVALID USER_ID_MISMATCH. Send a user's commands with subject = user id: the
+// framework runs them in arrival order.
 
 #ifndef CQRS_EXAMPLES_USER_SERVICE_USER_HANDLERS_H_
 #define CQRS_EXAMPLES_USER_SERVICE_USER_HANDLERS_H_
 
+#include <cstddef>
+#include <optional>
 #include <string>
 
-#include "absl/container/flat_hash_set.h"
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "cqrs/core/command_router.h"
 #include "users/v1/users.pb.h"
 
 namespace users {
 
+// Names are 1..kMaxNameLength Unicode code points.
 inline constexpr std::size_t kMaxNameLength = 64;
 inline constexpr char kUsersChannel[] = "users";
+inline constexpr char kUserEntity[] = "User";
 
-// The write side's knowledge of which user ids exist (for validation). Thread-safe.
+// A new random user id (a version-4 UUID).
+std::string NewUserId();
+
+// OK, or REJECTED USER_NAME_EMPTY (empty or only white space) / USER_NAME_TOO_LONG.
+absl::Status ValidateName(absl::string_view name);
+
+// The write side's knowledge of the existing users (id -> name), for validation. Each call is
+// atomic; thread-safe.
 class UserDirectory {
  public:
-  // False when `id` already exists.
-  bool Add(const std::string& id);
+  // False (and no change) when `id` already exists.
+  bool Add(const std::string& id, std::string name);
+  // The previous name; nullopt (and no change) when there is no user `id`.
+  std::optional<std::string> Rename(const std::string& id, std::string name);
+  // The removed user's name; nullopt when there is no user `id`.
+  std::optional<std::string> Remove(const std::string& id);
+
   bool Contains(const std::string& id) const;
+  std::optional<std::string> NameOf(const std::string& id) const;
   std::size_t size() const;
 
  private:
   mutable absl::Mutex mutex_;
-  absl::flat_hash_set<std::string> ids_;
+  absl::flat_hash_map<std::string, std::string> names_ ABSL_GUARDED_BY(mutex_);
 };
 
+// Registers the CreateUser, RenameUser and DeleteUser handlers. `directory` must outlive the
+// router's use.
 absl::Status RegisterHandlers(cqrs::CommandRouter& router, UserDirectory& directory);
 
 }  // namespace users

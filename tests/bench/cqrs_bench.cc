@@ -791,6 +791,10 @@ absl::Status RunW3(int duration_s, int warmup) {
   const int rate = absl::GetFlag(FLAGS_w3_rate);
   const auto reader_threads =
       static_cast<unsigned>(std::max(1, absl::GetFlag(FLAGS_subscriber_threads)));
+  if (static_cast<std::uint64_t>(rate) * static_cast<std::uint64_t>(duration_s) >= kW3PerStream) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("W3: --w3_rate x --duration must stay below ", kW3PerStream, " commands"));
+  }
   auto server = BenchChild::Spawn(ServerArgs(0), std::nullopt);
   if (!server.ok()) return server.status();
   const std::uint32_t run = RandomRun();

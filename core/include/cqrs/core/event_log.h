@@ -20,6 +20,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -28,7 +29,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "cqrs/core/event_sink.h"
 
 namespace cqrs {
@@ -114,11 +114,11 @@ class InMemoryEventLog final : public EventLog {
  private:
   const InMemoryEventLogOptions options_;
   const std::uint64_t epoch_;
-  mutable absl::Mutex mutex_;
+  mutable std::mutex mutex_;
   std::deque<Record> records_ ABSL_GUARDED_BY(mutex_);
   std::uint64_t head_ ABSL_GUARDED_BY(mutex_) = 0;
   std::size_t bytes_ ABSL_GUARDED_BY(mutex_) = 0;
-  absl::Mutex notify_mutex_;  // Orders listener calls; taken while holding mutex_.
+  std::mutex notify_mutex_;  // Orders listener calls; taken while holding mutex_.
   std::vector<Listener> listeners_;
 };
 

@@ -11,7 +11,9 @@
 //   }
 //
 // Memory is bounded by `max_bytes` (ids + serialized responses + bookkeeping): when full, the
-// oldest finished entries are forgotten first, even inside the window. Thread-safe.
+// oldest finished entries are forgotten first, even inside the window. Thread-safe; ids are
+// spread over up to 16 independently locked shards (one per MiB of budget), each holding its
+// share of the budget, so "oldest first" holds per shard and nearly so overall.
 
 #ifndef CQRS_CORE_IDEMPOTENCY_CACHE_H_
 #define CQRS_CORE_IDEMPOTENCY_CACHE_H_
@@ -81,9 +83,13 @@ class IdempotencyCache {
  private:
   static Response ResponseOf(const std::shared_ptr<Entry>& entry);
   void Publish(Claim& claim, bool remember);
+  Table& ShardOf(absl::string_view id) const;
 
+  static constexpr std::size_t kMaxShards = 16;
+  static constexpr std::size_t kMinShardBytes = std::size_t{1} << 20;
   IdempotencyOptions options_;
-  std::unique_ptr<Table> state_;
+  const std::size_t shard_count_;
+  std::unique_ptr<Table[]> shards_;
 };
 
 }  // namespace cqrs

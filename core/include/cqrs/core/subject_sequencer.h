@@ -17,16 +17,17 @@
 #include <memory>
 #include <string>
 
+#include <array>
+#include <mutex>
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "cqrs/core/asio.h"
 
 namespace cqrs {
 
 class SubjectSequencer {
   struct Waiter;
-  struct Queue;
+  struct Shard;
 
  public:
   // A place in one subject's line. Move-only; releasing (explicitly or by destruction) lets the
@@ -42,6 +43,7 @@ class SubjectSequencer {
    private:
     friend class SubjectSequencer;
     SubjectSequencer* owner_ = nullptr;
+    Shard* shard_ = nullptr;
     std::string subject_;
     std::shared_ptr<Waiter> waiter_;  // Null when the turn was granted at Enter.
   };
@@ -60,9 +62,12 @@ class SubjectSequencer {
 
  private:
   void Leave(Turn& turn);
+  Shard& ShardOf(absl::string_view subject) const;
 
-  mutable absl::Mutex mutex_;
-  absl::flat_hash_map<std::string, std::unique_ptr<Queue>> queues_;
+  // Subjects are spread over independently locked shards, so commands of different subjects
+  // rarely contend.
+  static constexpr std::size_t kShards = 16;
+  std::unique_ptr<Shard[]> shards_;
 };
 
 }  // namespace cqrs

@@ -175,7 +175,8 @@ class EventSubscriber {
 
   // Registers a handler called with every event, after the typed ones. Register before Run().
   void OnAny(std::function<void(const v1::EventEnvelope&)> handler);
-  // Called after every successful (re)subscription, with the gateway's answer.
+  // Called after every successful (re)subscription, with the gateway's answer, before the
+  // events it replays are delivered.
   void OnConnected(std::function<void(const v1::Subscribed&)> handler);
   // Called when a connection, or an attempt to connect, ends before Stop(); the status says why
   // (kUnavailable, or the error Run() is about to return).
@@ -188,21 +189,23 @@ class EventSubscriber {
   // OffsetUnavailablePolicy::kFail; kFailedPrecondition when the server refuses the WebSocket
   // upgrade with a 4xx status or without the requested subprotocol, or when Run() was called
   // before; kInvalidArgument when the gateway rejects the subscription; kResourceExhausted for
-  // a message over max_message_bytes. One Run() per subscriber. Cancel it with Stop(), not with
-  // per-operation cancellation.
+  // a message over max_message_bytes; kCancelled after per-operation cancellation (terminal,
+  // which acts as Stop() without the close handshake). One Run() per subscriber.
   Awaitable<absl::Status> Run();
 
   // Ends Run() (closing the connection with 1000) and completes every Reached() with
   // kCancelled. Final; idempotent; may be called from a handler.
   void Stop();
 
-  // Completes once the event at `offset` of `epoch` (0, or the two-argument form: the current
-  // epoch) was delivered to the handlers, i.e. last_offset() >= offset in that epoch; at once
-  // when it already was (also for offset 0). Errors: kDeadlineExceeded after `timeout`;
-  // kCancelled on Stop() or per-operation cancellation (terminal); kDataLoss when `offset` was
-  // skipped by a gap; kAborted when `epoch` was replaced by a new one; Run()'s error when it
-  // ended. Only events of the subscribed channels advance the position: wait for offsets of
-  // those channels. Any number may wait at once.
+  // Completes once the event at `offset` of `epoch` was delivered to the handlers, i.e. once
+  // last_offset() >= offset in that epoch; at once when it already was (and for offset 0).
+  // `epoch` 0, and the form without it, mean the current epoch: the subscriber's at the time of
+  // the call, or the first one it learns of (options.epoch, Subscribed) when it has none yet.
+  // Errors: kDeadlineExceeded after `timeout`; kCancelled on Stop() or per-operation
+  // cancellation (terminal); kDataLoss when `offset` was skipped by a gap; kAborted when `epoch`
+  // was replaced by a new one (the server lost its history); Run()'s error when it ended. Only
+  // events of the subscribed channels advance the position: wait for offsets of those channels
+  // (a command's receipt names the offsets of its events). Any number may wait at once.
   Awaitable<absl::Status> Reached(std::uint64_t offset, std::chrono::milliseconds timeout);
   Awaitable<absl::Status> Reached(std::uint64_t offset, std::uint64_t epoch,
                                   std::chrono::milliseconds timeout);
