@@ -275,7 +275,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
 
   Shard& shard_;
   beast::tcp_stream stream_;
-  beast::flat_buffer buffer_{4096};
+  beast::flat_buffer buffer_;  // Bounded by the parser's header and body limits.
   const bool refuse_;
   bool upgraded_ = false;
 };

@@ -318,6 +318,10 @@ void SubscriberSession::AppendEvent(const EventRecord& record) {
 
 void SubscriberSession::Pump() {
   if (closed_) return;
+  if (!closing_ && control_.size() > shard_.shared().options.max_queue_bytes) {
+    // Replies (pongs, errors) pile up too when the client sends without reading.
+    return SlowConsumer();
+  }
   if (writing_) {
     MeasureLag();
     return;

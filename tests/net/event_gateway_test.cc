@@ -483,6 +483,12 @@ TEST(EventGateway, RunsCommandsPostedAsJsonThroughTheCommandPipeline) {
     EXPECT_THAT(response.body(), HasSubstr(R"("status":"REJECTED")"));
     EXPECT_THAT(response.body(), HasSubstr("USER_NAME_EMPTY"));
 
+    // A body bigger than any internal buffer: the command's own validation answers.
+    const std::string long_name = R"({"name": ")" + std::string(20'000, 'x') + R"("})";
+    response = co_await Fetch(port, http::verb::post, "/commands/users.v1.CreateUser", long_name);
+    EXPECT_EQ(response.result_int(), 422u);
+    EXPECT_THAT(response.body(), HasSubstr("USER_NAME_TOO_LONG"));
+
     response = co_await Fetch(port, http::verb::post, "/commands/no.such.Type", bob);
     EXPECT_EQ(response.result_int(), 404u);
     EXPECT_THAT(response.body(), HasSubstr("unknown command type 'no.such.Type'"));
