@@ -11,6 +11,7 @@
 
 const CHANNELS = ['*'];
 const MAX_EVENT_ROWS = 500;
+const MAX_USER_ROWS = 100;
 const CHART_SECONDS = 60;
 const BACKOFF = { initialMs: 500, factor: 1.8, maxMs: 10000, jitter: 0.2 };
 
@@ -21,7 +22,7 @@ const state = {
   epoch: null,  // BigInt once the first subscription is confirmed.
   lastOffset: 0n,  // Last offset processed; the next subscribe resumes after it.
   eventCount: 0,
-  users: new Map(),  // userId -> {name, createdOffset, updated}
+  users: new Map(),  // userId -> {name, updated}, in the order of creation.
   perSecond: new Map(),  // Unix second -> events with that timestamp.
 };
 
@@ -33,7 +34,10 @@ const connection = {
   subscriptions: 0,
   wasLive: false,
   paused: false,  // Disconnected on purpose (cqrsDashboard.disconnect()): no reconnect.
+  startedOver: false,  // The current subscription starts a new epoch from offset 0.
 };
+
+let usersChanged = true;
 
 // The user a successful CreateUser made: chosen in the form once its event has arrived.
 let preferredUser = null;
@@ -66,12 +70,12 @@ function shortId(id) {
   return id && id.length > 13 ? `${id.slice(0, 8)}…` : id || '';
 }
 
-function timeOf(timestamp) {
+function timeOf(timestamp, { millis = true } = {}) {
   const date = timestamp ? new Date(timestamp) : new Date();
   if (Number.isNaN(date.getTime())) return '';
   const pad = (n, width = 2) => String(n).padStart(width, '0');
-  return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.` +
-         pad(date.getMilliseconds(), 3);
+  const time = `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+  return millis ? `${time}.${pad(date.getMilliseconds(), 3)}` : time;
 }
 
 function typeName(event) {
@@ -167,9 +171,12 @@ function onServerMessage(message) {
     const subscribed = message.subscribed;
     state.epoch = big(subscribed.epoch);
     connection.attempt = 0;
-    const resumed = connection.wasLive;
+    let text = 'Live';
+    if (connection.startedOver) text = `Live · new epoch ${state.epoch}`;
+    else if (connection.wasLive) text = `Live · resumed after offset ${state.lastOffset}`;
     connection.wasLive = true;
-    setConnection('live', resumed ? `Live · resumed after offset ${state.lastOffset}` : 'Live');
+    connection.startedOver = false;
+    setConnection('live', text);
     renderPosition();
     if ($('#events tbody').childElementCount === 0) $('#events-empty').textContent = 'No events yet.';
   } else if (message.event) {
@@ -209,6 +216,7 @@ function onGatewayError(error) {
 }
 
 function startOver(epoch, offset) {
+  connection.startedOver = true;
   state.epoch = epoch;
   state.lastOffset = offset;
   state.eventCount = 0;
@@ -234,7 +242,7 @@ function onEvent(event) {
   const gap = state.lastOffset !== 0n && offset !== state.lastOffset + 1n;
   state.lastOffset = offset;
   state.eventCount += 1;
-  applyToUsers(event, offset);
+  applyToUsers(event);
   const second = Math.floor((Date.parse(event.timestamp) || Date.now()) / 1000);
   state.perSecond.set(second, (state.perSecond.get(second) || 0) + 1);
   pendingRows.push({ event, gap });
@@ -255,7 +263,7 @@ function flushEvents() {
   body.prepend(rows);
   while (body.childElementCount > MAX_EVENT_ROWS) body.lastElementChild.remove();
   $('#events-empty').hidden = body.childElementCount > 0;
-  renderUsers();
+  if (usersChanged) renderUsers();
   renderPosition();
   drawChart();
 }
@@ -290,40 +298,53 @@ function payloadParts(payload, streamId) {
   return parts;
 }
 
-function applyToUsers(event, offset) {
+function applyToUsers(event) {
   const payload = event.payload || {};
   const user = state.users.get(payload.userId);
   switch (typeName(event)) {
     case 'UserCreated':
-      state.users.set(payload.userId,
-                      { name: payload.name || '', createdOffset: offset, updated: event.timestamp });
+      state.users.delete(payload.userId);  // A re-created id moves to the end.
+      state.users.set(payload.userId, { name: payload.name || '', updated: event.timestamp });
+      usersChanged = true;
       break;
     case 'UserRenamed':
       if (user) Object.assign(user, { name: payload.newName || '', updated: event.timestamp });
+      usersChanged = true;
       break;
     case 'UserDeleted':
       state.users.delete(payload.userId);
+      usersChanged = true;
       break;
     default:
       break;
   }
 }
 
+// The newest MAX_USER_ROWS users, oldest first (a Map keeps the order of creation).
 function renderUsers() {
-  const users = [...state.users.entries()].sort((a, b) =>
-      (a[1].createdOffset < b[1].createdOffset ? -1 : 1));
+  usersChanged = false;
+  const total = state.users.size;
+  const users = [];
+  let skip = total - MAX_USER_ROWS;
+  for (const entry of state.users) {
+    if (skip-- <= 0) users.push(entry);
+  }
   const body = $('#users tbody');
   body.replaceChildren(...users.map(([id, user]) => el('tr', { dataset: { userId: id } },
       el('td', { title: user.name }, user.name),
       el('td', { className: 'id', title: id }, shortId(id)),
-      el('td', { className: 'id' }, timeOf(user.updated)),
+      el('td', { className: 'id', title: user.updated || '' },
+         timeOf(user.updated, { millis: false })),
       el('td', { className: 'actions' },
          el('button', { type: 'button', className: 'small', dataset: { act: 'rename', id } },
             'Rename'),
          el('button', { type: 'button', className: 'small', dataset: { act: 'delete', id } },
             'Delete')))));
-  $('#users-empty').hidden = users.length > 0;
-  $('#user-count').textContent = String(users.length);
+  const note = $('#users-empty');
+  note.hidden = total > 0 && total <= MAX_USER_ROWS;
+  note.textContent = total ? `Showing the newest ${MAX_USER_ROWS} of ${total.toLocaleString('en-US')} users.`
+                           : 'No users yet.';
+  $('#user-count').textContent = total.toLocaleString('en-US');
 
   // The form's user picker follows the same list.
   const select = $('#user-select');
@@ -526,16 +547,15 @@ function renderResponse(result) {
       el('span', { className: 'meta' },
          `HTTP ${result.httpStatus || '—'} · ${Math.round(result.elapsedMs)} ms`));
   const fields = el('dl');
-  const add = (label, value, id) => {
-    if (!value) return;
-    fields.append(el('dt', {}, label), el('dd', id ? { id, className: 'mono' } : {}, value));
+  const add = (label, value, props) => {
+    if (value) fields.append(el('dt', {}, label), el('dd', props, value));
   };
-  add('Error code', result.code, 'response-code');
-  add('Message', result.message, 'response-message');
-  add('Detail', result.developerMessage);
-  add('User id', result.userId, 'response-user-id');
-  add('Command id', result.commandId);
-  add('Event offsets', result.eventOffsets.join(', '), 'response-offsets');
+  add('Error code', result.code, { id: 'response-code', className: 'mono' });
+  add('Message', result.message, { id: 'response-message' });
+  add('Detail', result.developerMessage, {});
+  add('User id', result.userId, { id: 'response-user-id', className: 'mono' });
+  add('Command id', result.commandId, { className: 'mono' });
+  add('Event offsets', result.eventOffsets.join(', '), { id: 'response-offsets', className: 'mono' });
   panel.replaceChildren(head, fields);
 }
 
@@ -546,6 +566,10 @@ async function onSubmit(submitEvent) {
   const nameInput = $('#name-input');
   const submit = $('#submit');
   submit.disabled = true;
+  const panel = $('#response');
+  panel.dataset.status = 'pending';
+  panel.dataset.command = ACTIONS[action].command;
+  panel.replaceChildren(el('p', { className: 'placeholder' }, `Sending ${ACTIONS[action].command}…`));
   const result = await sendCommand(action, userId, nameInput.value);
   renderResponse(result);
   if (result.status === 'OK') {

@@ -171,8 +171,7 @@ absl::StatusOr<cqrs::net::ServerOptions> OptionsFromFlags() {
       {"shutdown_drain", absl::GetFlag(FLAGS_shutdown_drain), &commands.shutdown_drain},
       {"handshake_timeout", absl::GetFlag(FLAGS_handshake_timeout), &gateway.handshake_timeout},
       {"gateway_idle_timeout", absl::GetFlag(FLAGS_gateway_idle_timeout), &gateway.idle_timeout},
-      {"gateway_write_timeout", absl::GetFlag(FLAGS_gateway_write_timeout),
-       &gateway.write_timeout},
+      {"gateway_write_timeout", absl::GetFlag(FLAGS_gateway_write_timeout), &gateway.write_timeout},
       {"shutdown_grace", absl::GetFlag(FLAGS_shutdown_grace), &gateway.shutdown_grace},
   };
   for (const Timeout& timeout : timeouts) {
@@ -199,12 +198,14 @@ absl::StatusOr<std::uint16_t> FreePort(const std::string& address) {
   boost::asio::io_context io;
   boost::system::error_code ec;
   const boost::asio::ip::address ip = boost::asio::ip::make_address(address, ec);
-  if (ec) return absl::InvalidArgumentError(absl::StrCat("--address '", address, "': ", ec.message()));
+  if (ec)
+    return absl::InvalidArgumentError(absl::StrCat("--address '", address, "': ", ec.message()));
   boost::asio::ip::tcp::acceptor probe(io);
   const boost::asio::ip::tcp::endpoint endpoint(ip, 0);
   probe.open(endpoint.protocol(), ec);
   if (!ec) probe.bind(endpoint, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot bind ", address, ":0: ", ec.message()));
+  if (ec)
+    return absl::UnavailableError(absl::StrCat("cannot bind ", address, ":0: ", ec.message()));
   return probe.local_endpoint().port();
 }
 

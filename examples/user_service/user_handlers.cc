@@ -31,8 +31,9 @@ absl::Status CheckSubject(absl::string_view command_type, const std::string& use
       absl::InvalidArgumentError(absl::StrCat("the command is about user ", user_id,
                                               " but its subject is ", ctx.subject())),
       "USER_ID_MISMATCH",
-      absl::StrCat(command_type, ".user_id and the envelope's subject must agree when both are "
-                                 "set"));
+      absl::StrCat(command_type,
+                   ".user_id and the envelope's subject must agree when both are "
+                   "set"));
 }
 
 // The user a command is about: its `user_id`, else the command's subject.
@@ -76,12 +77,12 @@ absl::Status ValidateName(absl::string_view name) {
 }
 
 bool UserDirectory::Add(const std::string& id, std::string name) {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   return names_.try_emplace(id, std::move(name)).second;
 }
 
 std::optional<std::string> UserDirectory::Rename(const std::string& id, std::string name) {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   const auto it = names_.find(id);
   if (it == names_.end()) return std::nullopt;
   std::swap(it->second, name);
@@ -89,7 +90,7 @@ std::optional<std::string> UserDirectory::Rename(const std::string& id, std::str
 }
 
 std::optional<std::string> UserDirectory::Remove(const std::string& id) {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   const auto it = names_.find(id);
   if (it == names_.end()) return std::nullopt;
   std::string name = std::move(it->second);
@@ -98,19 +99,19 @@ std::optional<std::string> UserDirectory::Remove(const std::string& id) {
 }
 
 bool UserDirectory::Contains(const std::string& id) const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   return names_.contains(id);
 }
 
 std::optional<std::string> UserDirectory::NameOf(const std::string& id) const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   const auto it = names_.find(id);
   if (it == names_.end()) return std::nullopt;
   return it->second;
 }
 
 std::size_t UserDirectory::size() const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   return names_.size();
 }
 
@@ -119,8 +120,7 @@ absl::Status RegisterHandlers(cqrs::CommandRouter& router, UserDirectory& direct
       [&directory](const v1::CreateUser& command,
                    CommandContext& ctx) -> Awaitable<absl::StatusOr<v1::CreateUserReply>> {
         if (absl::Status valid = ValidateName(command.name()); !valid.ok()) co_return valid;
-        if (absl::Status agree = CheckSubject("CreateUser", command.user_id(), ctx);
-            !agree.ok()) {
+        if (absl::Status agree = CheckSubject("CreateUser", command.user_id(), ctx); !agree.ok()) {
           co_return agree;
         }
         std::string id = command.user_id().empty() ? NewUserId() : command.user_id();
@@ -138,8 +138,7 @@ absl::Status RegisterHandlers(cqrs::CommandRouter& router, UserDirectory& direct
   if (!status.ok()) return status;
 
   status = router.Handle<v1::RenameUser>(
-      [&directory](const v1::RenameUser& command,
-                   CommandContext& ctx) -> Awaitable<absl::Status> {
+      [&directory](const v1::RenameUser& command, CommandContext& ctx) -> Awaitable<absl::Status> {
         absl::StatusOr<std::string> id = TargetUser("RenameUser", command.user_id(), ctx);
         if (!id.ok()) co_return id.status();
         if (absl::Status valid = ValidateName(command.name()); !valid.ok()) co_return valid;
@@ -155,8 +154,7 @@ absl::Status RegisterHandlers(cqrs::CommandRouter& router, UserDirectory& direct
   if (!status.ok()) return status;
 
   return router.Handle<v1::DeleteUser>(
-      [&directory](const v1::DeleteUser& command,
-                   CommandContext& ctx) -> Awaitable<absl::Status> {
+      [&directory](const v1::DeleteUser& command, CommandContext& ctx) -> Awaitable<absl::Status> {
         absl::StatusOr<std::string> id = TargetUser("DeleteUser", command.user_id(), ctx);
         if (!id.ok()) co_return id.status();
         std::optional<std::string> name = directory.Remove(*id);

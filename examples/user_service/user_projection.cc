@@ -19,7 +19,7 @@ void UserProjection::Apply(const cqrs::v1::EventEnvelope& event) {
   v1::UserCreated created;
   v1::UserRenamed renamed;
   v1::UserDeleted deleted;
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   if (event.epoch() != epoch_) {
     users_.clear();
     offset_ = 0;
@@ -50,7 +50,7 @@ void UserProjection::Apply(const cqrs::v1::EventEnvelope& event) {
 v1::UserList UserProjection::List() const {
   std::vector<const Entry*> entries;
   v1::UserList list;
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   entries.reserve(users_.size());
   for (const auto& [id, entry] : users_) entries.push_back(&entry);
   std::sort(entries.begin(), entries.end(),
@@ -63,14 +63,14 @@ v1::UserList UserProjection::List() const {
 }
 
 std::optional<v1::UserView> UserProjection::Find(const std::string& user_id) const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   const auto it = users_.find(user_id);
   if (it == users_.end()) return std::nullopt;
   return it->second.view;
 }
 
 std::uint64_t UserProjection::offset() const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard lock(mutex_);
   return offset_;
 }
 

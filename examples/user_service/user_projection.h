@@ -16,12 +16,12 @@
 #define CQRS_EXAMPLES_USER_SERVICE_USER_PROJECTION_H_
 
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
 #include "cqrs/core/event_log.h"
 #include "cqrs/v1/event.pb.h"
 #include "users/v1/users.pb.h"
@@ -50,7 +50,7 @@ class UserProjection {
     v1::UserView view;
   };
 
-  mutable absl::Mutex mutex_;
+  mutable std::mutex mutex_;
   absl::flat_hash_map<std::string, Entry> users_ ABSL_GUARDED_BY(mutex_);
   std::uint64_t offset_ ABSL_GUARDED_BY(mutex_) = 0;
   std::uint64_t epoch_ ABSL_GUARDED_BY(mutex_) = 0;

@@ -22,10 +22,8 @@ using google::protobuf::util::JsonStringToMessage;
 using google::protobuf::util::MessageToJsonString;
 
 HttpResponse Json(unsigned status, std::string body) {
-  HttpResponse response{.status = status,
-                        .content_type = "application/json",
-                        .body = std::move(body),
-                        .headers = {}};
+  HttpResponse response{
+      .status = status, .content_type = "application/json", .body = std::move(body), .headers = {}};
   response.body += '\n';
   response.headers.emplace_back("Cache-Control", "no-store");
   return response;
@@ -51,8 +49,8 @@ std::string Quoted(const std::string& text) {
 // {"status": ..., "commandId": ..., "error": {"code": ..., "message": ..., "developerMessage"}}
 HttpResponse Error(unsigned http_status, const cqrs::v1::CommandResponseEnvelope& response) {
   const cqrs::v1::CommandError& error = response.error();
-  std::string body = absl::StrCat(
-      "{\"status\":", Quoted(std::string(cqrs::CommandStatusName(response.status()))));
+  std::string body =
+      absl::StrCat("{\"status\":", Quoted(std::string(cqrs::CommandStatusName(response.status()))));
   if (!response.command_id().empty()) {
     absl::StrAppend(&body, ",\"commandId\":", Quoted(response.command_id()));
   }
@@ -67,8 +65,8 @@ HttpResponse Error(unsigned http_status, const cqrs::v1::CommandResponseEnvelope
 
 Awaitable<HttpResponse> PostUsers(cqrs::net::CommandServer* commands, const HttpRequest& request) {
   v1::CreateUser create;
-  const std::string body = request.body.empty() ? std::string("{}") : request.body;
-  if (auto parsed = JsonStringToMessage(body, &create); !parsed.ok()) {
+  const std::string json = request.body.empty() ? std::string("{}") : request.body;
+  if (auto parsed = JsonStringToMessage(json, &create); !parsed.ok()) {
     cqrs::v1::CommandResponseEnvelope invalid;
     invalid.set_status(cqrs::v1::CommandResponseEnvelope::INVALID);
     invalid.mutable_error()->set_error_code("BAD_REQUEST_BODY");
@@ -86,9 +84,9 @@ Awaitable<HttpResponse> PostUsers(cqrs::net::CommandServer* commands, const Http
     co_return Error(cqrs::net::HttpStatusOf(response.status()), response);
   }
   // {"userId": ..., "commandId": ..., "eventOffsets": ["7"]}
-  std::string body = absl::StrCat("{\"userId\":", Quoted(create.user_id()),
-                                  ",\"commandId\":", Quoted(response.command_id()),
-                                  ",\"eventOffsets\":[");
+  std::string body =
+      absl::StrCat("{\"userId\":", Quoted(create.user_id()),
+                   ",\"commandId\":", Quoted(response.command_id()), ",\"eventOffsets\":[");
   for (int i = 0; i < response.event_offsets_size(); ++i) {
     absl::StrAppend(&body, i == 0 ? "\"" : ",\"", response.event_offsets(i), "\"");
   }
@@ -123,9 +121,8 @@ void AddUserRoutes(cqrs::net::EventGateway& gateway, cqrs::net::CommandServer& c
   gateway.Route("POST", "/users",
                 [server](const HttpRequest& request) { return PostUsers(server, request); });
   gateway.Route("GET", "/users", [read_model](const HttpRequest&) { return GetUsers(read_model); });
-  gateway.Route("GET", "/users/", [read_model](const HttpRequest& request) {
-    return GetUser(read_model, request);
-  });
+  gateway.Route("GET", "/users/",
+                [read_model](const HttpRequest& request) { return GetUser(read_model, request); });
 }
 
 }  // namespace users

@@ -123,17 +123,15 @@ bool SubscriberSession::Consume(std::span<char> input) {
 
 void SubscriberSession::OnMessage(absl::string_view bytes, ws::Opcode opcode) {
   if (opcode != MessageOpcode(format_)) {
-    SendError(v1::GatewayError::MALFORMED_MESSAGE,
-              format_ == WireFormat::kJson
+    Malformed(format_ == WireFormat::kJson
                   ? "binary message on a cqrs.v1.json connection: send JSON in text messages"
                   : "text message on a cqrs.v1.proto connection: send serialized "
-                    "cqrs.v1.ClientMessage in binary messages",
-              "");
+                    "cqrs.v1.ClientMessage in binary messages");
     return;
   }
   v1::ClientMessage message;
   if (absl::Status status = DecodeClientMessage(format_, bytes, message); !status.ok()) {
-    SendError(v1::GatewayError::MALFORMED_MESSAGE, std::string(status.message()), "");
+    Malformed(std::string(status.message()));
     return;
   }
   switch (message.kind_case()) {
@@ -150,10 +148,21 @@ void SubscriberSession::OnMessage(absl::string_view bytes, ws::Opcode opcode) {
       break;
     }
     case v1::ClientMessage::KIND_NOT_SET:
-      SendError(v1::GatewayError::MALFORMED_MESSAGE,
-                "the message sets none of subscribe, unsubscribe, ping", "");
+      Malformed("the message sets none of subscribe, unsubscribe, ping");
       break;
   }
+}
+
+void SubscriberSession::Malformed(std::string message) {
+  const std::uint32_t limit = shard_.shared().options.max_malformed_messages;
+  if (++malformed_ > limit) {
+    Log(LogLevel::kWarning, absl::StrCat("event gateway: closing a subscriber after ", limit,
+                                         " malformed messages (max_malformed_messages)"));
+    Close(ws::kClosePolicyViolation,
+          absl::StrCat("more than max_malformed_messages=", limit, " malformed messages"));
+    return;
+  }
+  SendError(v1::GatewayError::MALFORMED_MESSAGE, std::move(message), "");
 }
 
 void SubscriberSession::OnSubscribe(const v1::Subscribe& subscribe) {

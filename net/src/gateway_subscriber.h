@@ -69,6 +69,7 @@ class SubscriberSession : public std::enable_shared_from_this<SubscriberSession>
   void OnUnsubscribe(const v1::Unsubscribe& unsubscribe);
   void SendError(v1::GatewayError::Code code, std::string message,
                  absl::string_view subscription_id);
+  void Malformed(std::string message);
   void SendControl(const v1::ServerMessage& message);
   void AppendMessage(std::string& out, const v1::ServerMessage& message) const;
 
@@ -105,6 +106,7 @@ class SubscriberSession : public std::enable_shared_from_this<SubscriberSession>
   bool close_sent_ = false;  // Close frame written: the socket is shut down for sending.
   bool closed_ = false;
   bool ping_sent_ = false;
+  std::uint32_t malformed_ = 0;
   std::chrono::steady_clock::time_point last_read_;
   std::chrono::steady_clock::time_point last_write_progress_;
   std::chrono::steady_clock::time_point close_deadline_ =

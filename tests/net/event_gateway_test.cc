@@ -410,6 +410,31 @@ TEST(EventGateway, EnforcesTheSubscriptionLimits) {
   }());
 }
 
+TEST(EventGateway, ClosesAConnectionThatKeepsSendingMalformedMessages) {
+  Service service({.gateway = {.max_malformed_messages = 2}});
+  asio::io_context io;
+  cqrs::testing::Run(io, [&]() -> Awaitable<void> {
+    Subscriber subscriber(io.get_executor());
+    EXPECT_FALSE(co_await subscriber.Connect(service.server().gateway_port(), ""));
+    const std::string garbage = "{not json";
+    for (int i = 0; i < 3; ++i) {
+      subscriber.ws().text(true);
+      auto [ec, n] = co_await subscriber.ws().async_write(asio::buffer(garbage), kUse);
+      EXPECT_FALSE(ec);
+    }
+    for (int i = 0; i < 2; ++i) {
+      const auto reply = co_await subscriber.Read();
+      EXPECT_TRUE(reply.has_value());
+      if (reply.has_value()) {
+        EXPECT_EQ(reply->error().code(), v1::GatewayError::MALFORMED_MESSAGE);
+      }
+    }
+    EXPECT_FALSE((co_await subscriber.Read()).has_value());
+    EXPECT_EQ(subscriber.close_code(), 1008);
+    EXPECT_THAT(subscriber.close_reason(), HasSubstr("max_malformed_messages=2"));
+  }());
+}
+
 TEST(EventGateway, ServesRoutesHealthAndClearHttpErrors) {
   InMemoryEventLog log;
   FanoutHub hub(log);

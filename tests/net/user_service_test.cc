@@ -221,7 +221,8 @@ TEST_F(UserServiceTest, TheProjectionFollowsTheEvents) {
   EXPECT_EQ(list.offset(), 5u);
   EXPECT_EQ(list.epoch(), server_->log().epoch());
   std::vector<std::pair<std::string, std::string>> seen;
-  for (const users::v1::UserView& user : list.users()) seen.emplace_back(user.user_id(), user.name());
+  for (const users::v1::UserView& user : list.users())
+    seen.emplace_back(user.user_id(), user.name());
   EXPECT_THAT(seen, ElementsAre(Pair("b", "Robert"), Pair("c", "Cid")));
   const std::optional<users::v1::UserView> robert = projection_.Find("b");
   ASSERT_TRUE(robert.has_value());
@@ -322,7 +323,8 @@ TEST_F(UserServiceTest, PostUsersAnswersErrorsWithTheCommandStatusAndCode) {
 
   response = Post("/users", R"({"name": )");
   EXPECT_EQ(response.result_int(), 400u);
-  EXPECT_THAT(response.body(), HasSubstr(R"({"status":"INVALID","error":{"code":"BAD_REQUEST_BODY")"));
+  EXPECT_THAT(response.body(),
+              HasSubstr(R"({"status":"INVALID","error":{"code":"BAD_REQUEST_BODY")"));
   response = Post("/users", R"({"nickname": "Bob"})");
   EXPECT_EQ(response.result_int(), 400u);
   EXPECT_THAT(response.body(), HasSubstr("nickname"));

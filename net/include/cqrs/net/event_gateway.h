@@ -54,6 +54,10 @@ struct EventGatewayOptions {
   std::size_t max_message_bytes = std::size_t{1} << 20;
   // Unsent event bytes per subscriber; beyond it the subscriber is closed with 1013.
   std::size_t max_queue_bytes = std::size_t{1} << 20;
+  // Malformed client messages each get an error and the connection stays open, up to this
+  // many per connection; the next one closes it (1008), so a broken client cannot flood the
+  // gateway (or its log) forever.
+  std::uint32_t max_malformed_messages = 16;
   // Subscriptions per connection, and channel patterns per subscription.
   std::uint32_t max_subscriptions = 64;
   std::uint32_t max_channels = 64;
