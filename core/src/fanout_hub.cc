@@ -4,8 +4,9 @@
 
 namespace cqrs {
 
-FanoutHub::Batch::Batch(std::uint64_t last_offset, std::span<const EventLog::Record> records)
-    : last_offset_(last_offset), records_(records.begin(), records.end()) {}
+FanoutHub::Batch::Batch(std::uint64_t last_offset, std::uint64_t end_bytes,
+                        std::span<const EventLog::Record> records)
+    : last_offset_(last_offset), end_bytes_(end_bytes), records_(records.begin(), records.end()) {}
 
 FanoutHub::Batch::~Batch() {
   // Unlink successors that only this batch keeps alive one at a time, so that dropping a long
@@ -24,7 +25,7 @@ std::shared_ptr<const FanoutHub::Batch> FanoutHub::Batch::next() const noexcept 
 
 FanoutHub::FanoutHub(EventLog& log)
     : log_(log),
-      tail_(std::make_shared<const Batch>(log.head(), std::span<const EventLog::Record>())) {
+      tail_(std::make_shared<const Batch>(log.head(), 0, std::span<const EventLog::Record>())) {
   log_.AddListener([this](std::span<const EventLog::Record> appended) { Publish(appended); });
 }
 
@@ -35,7 +36,11 @@ FanoutHub::BatchPtr FanoutHub::Tail() const {
 
 void FanoutHub::Publish(std::span<const EventLog::Record> appended) {
   if (appended.empty()) return;
-  auto batch = std::make_shared<const Batch>(appended.back()->offset(), appended);
+  std::uint64_t bytes = 0;
+  for (const EventLog::Record& record : appended) bytes += record->envelope().size();
+  // Publish calls come one at a time (the log orders them), so this needs no lock.
+  const std::uint64_t end_bytes = tail_bytes_.load(std::memory_order_relaxed) + bytes;
+  auto batch = std::make_shared<const Batch>(appended.back()->offset(), end_bytes, appended);
   {
     std::lock_guard lock(tail_mutex_);
     // The log calls listeners one append at a time, in offset order, so tail_ is the previous
@@ -45,6 +50,7 @@ void FanoutHub::Publish(std::span<const EventLog::Record> appended) {
     tail_ = std::move(batch);
   }
   published_.fetch_add(1, std::memory_order_relaxed);
+  tail_bytes_.store(end_bytes, std::memory_order_relaxed);
   std::lock_guard lock(wakers_mutex_);
   for (auto& [id, waker] : wakers_) waker();
 }
@@ -59,6 +65,37 @@ std::uint64_t FanoutHub::AddWaker(Waker waker) {
 void FanoutHub::RemoveWaker(std::uint64_t id) {
   std::lock_guard lock(wakers_mutex_);
   std::erase_if(wakers_, [id](const auto& entry) { return entry.first == id; });
+}
+
+int FanoutHub::AddConsumer() {
+  std::lock_guard lock(consumers_mutex_);
+  const std::uint64_t mask = consumer_mask_.load();
+  for (int i = 0; i < kMaxConsumers; ++i) {
+    if ((mask & (std::uint64_t{1} << i)) == 0) {
+      positions_[i].store(kCaughtUp, std::memory_order_relaxed);
+      consumer_mask_.store(mask | (std::uint64_t{1} << i));
+      return i;
+    }
+  }
+  return -1;
+}
+
+void FanoutHub::RemoveConsumer(int consumer) {
+  if (consumer < 0) return;
+  std::lock_guard lock(consumers_mutex_);
+  consumer_mask_.store(consumer_mask_.load() & ~(std::uint64_t{1} << consumer));
+}
+
+std::uint64_t FanoutHub::lag_bytes() const noexcept {
+  const std::uint64_t tail = tail_bytes_.load(std::memory_order_relaxed);
+  std::uint64_t mask = consumer_mask_.load(std::memory_order_relaxed);
+  std::uint64_t slowest = kCaughtUp;
+  while (mask != 0) {
+    const int i = __builtin_ctzll(mask);
+    mask &= mask - 1;
+    slowest = std::min(slowest, positions_[i].load(std::memory_order_relaxed));
+  }
+  return slowest >= tail ? 0 : tail - slowest;
 }
 
 }  // namespace cqrs

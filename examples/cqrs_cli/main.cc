@@ -89,11 +89,10 @@ constexpr int kExitUsage = 2;
 constexpr int kExitTransport = 3;
 
 const cli::FlagSet kFlags{.files = {"cqrs_cli/main.cc"}, .repeatable = {"channel"}};
-const std::vector<std::string> kSendFlags = {"timeout",        "id",        "subject",
+const std::vector<std::string> kSendFlags = {"timeout",        "id",         "subject",
                                              "descriptor_set", "auth_token", "log_level"};
-const std::vector<std::string> kTailFlags = {"channel",         "from",           "epoch",
-                                             "format",          "descriptor_set", "reconnect_delay",
-                                             "log_level"};
+const std::vector<std::string> kTailFlags = {
+    "channel", "from", "epoch", "format", "descriptor_set", "reconnect_delay", "log_level"};
 
 constexpr char kExitCodes[] =
     "Exit codes:\n"
@@ -169,8 +168,7 @@ void Help(absl::string_view topic) {
     text = absl::StrCat(kTailUsage, cli::FlagsHelp(kFlags, kTailFlags), "\n", kExitCodes);
   } else {
     text = absl::StrCat(kUsage, "Flags of send:\n", cli::FlagsHelp(kFlags, kSendFlags),
-                        "\nFlags of tail:\n", cli::FlagsHelp(kFlags, kTailFlags), "\n",
-                        kExitCodes);
+                        "\nFlags of tail:\n", cli::FlagsHelp(kFlags, kTailFlags), "\n", kExitCodes);
   }
   std::fputs(text.c_str(), stdout);
 }
@@ -200,7 +198,8 @@ absl::Status LoadSchemas(cli::Schemas& schemas) {
   const std::string path = absl::GetFlag(FLAGS_descriptor_set);
   if (path.empty()) return absl::OkStatus();
   absl::Status status = schemas.LoadDescriptorSet(path);
-  if (!status.ok()) return absl::InvalidArgumentError(absl::StrCat("--descriptor_set: ", status.message()));
+  if (!status.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--descriptor_set: ", status.message()));
   return status;
 }
 
@@ -224,9 +223,8 @@ absl::StatusOr<Target> ParseTarget(const std::string& text) {
       port == 0 || port > 65535) {
     return error;
   }
-  Target target{.host = authority->host_address(),
-                .port = static_cast<std::uint16_t>(port),
-                .text = text};
+  Target target{
+      .host = authority->host_address(), .port = static_cast<std::uint16_t>(port), .text = text};
   if (target.host.empty()) return error;
   return target;
 }
@@ -311,9 +309,9 @@ cqrs::Awaitable<absl::Status> Probe(SendJob* job) {
   boost::system::error_code ignored;
   socket->close(ignored);
   if (*fired) {
-    co_return absl::DeadlineExceededError(
-        absl::StrCat("connecting to ", job->target.text, " took longer than --timeout=",
-                     absl::FormatDuration(absl::FromChrono(job->timeout))));
+    co_return absl::DeadlineExceededError(absl::StrCat(
+        "connecting to ", job->target.text,
+        " took longer than --timeout=", absl::FormatDuration(absl::FromChrono(job->timeout))));
   }
   if (connect_error) {
     co_return absl::UnavailableError(

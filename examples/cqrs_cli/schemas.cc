@@ -78,8 +78,7 @@ absl::Status Schemas::LoadDescriptorSet(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat(path,
                      " is not a FileDescriptorSet (make one with `protoc --include_imports "
-                     "--descriptor_set_out=",
-                     path, " your.proto`)"));
+                     "--descriptor_set_out=FILE your.proto`)"));
   }
   for (const pb::FileDescriptorProto& file : set.file()) {
     if (!loaded_.Add(file)) {
@@ -147,12 +146,11 @@ absl::StatusOr<std::unique_ptr<pb::Message>> Schemas::FromJson(absl::string_view
         known.empty() ? std::string("none") : absl::StrJoin(known, ", ")));
   }
   std::unique_ptr<pb::Message> message(factory_.GetPrototype(descriptor)->New());
-  const auto status = pb::util::JsonStringToMessage(
-      pb::StringPiece(json.data(), json.size()), message.get(), pb::util::JsonParseOptions());
+  const auto status = pb::util::JsonStringToMessage(pb::StringPiece(json.data(), json.size()),
+                                                    message.get(), pb::util::JsonParseOptions());
   if (!status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("the JSON is not a valid ",
-                                                   descriptor->full_name(), ": ",
-                                                   std::string(status.message())));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the JSON is not a valid ", descriptor->full_name(), ": ", std::string(status.message())));
   }
   return message;
 }

@@ -111,8 +111,7 @@ std::string FlagsHelp(const FlagSet& flags, absl::Span<const std::string> names)
   for (const absl::CommandLineFlag* flag : listed) {
     const std::string default_value = flag->DefaultValue();
     absl::StrAppend(&help, "  --", flag->Name(), "=",
-                    default_value.empty() ? "\"\"" : default_value, "\n      ", flag->Help(),
-                    "\n");
+                    default_value.empty() ? "\"\"" : default_value, "\n      ", flag->Help(), "\n");
   }
   return help;
 }

@@ -113,12 +113,12 @@ class Listener {
       if (typed_.contains(type)) return;
       absl::StatusOr<std::string> json = schemas_.PayloadJson(event.payload());
       PrintEvent(event, json.ok() ? *json
-                                  : absl::StrCat("(", event.payload().value().size(),
-                                                 " bytes; ", json.status().message(), ")"));
+                                  : absl::StrCat("(", event.payload().value().size(), " bytes; ",
+                                                 json.status().message(), ")"));
     });
     subscriber.OnConnected([this](const cqrs::v1::Subscribed&) {
-      Print(absl::StrCat(subscriptions_++ == 0 ? "" : "reconnected: ", "subscribed to ",
-                         channels_, " at offset ", subscriber_->last_offset(), " (epoch ",
+      Print(absl::StrCat(subscriptions_++ == 0 ? "" : "reconnected: ", "subscribed to ", channels_,
+                         " at offset ", subscriber_->last_offset(), " (epoch ",
                          subscriber_->epoch(), ")"));
       connected_ = true;
     });
@@ -135,9 +135,9 @@ class Listener {
     subscriber.OnGap([this](const net::EventGap& gap) {
       if (gap.new_epoch != gap.epoch) {
         Print(absl::StrCat("epoch changed from ", gap.epoch, " to ", gap.new_epoch,
-                           " (the server lost its history): events after offset ",
-                           gap.after_offset, " of epoch ", gap.epoch,
-                           " are gone; going on from offset ", gap.earliest_offset));
+                           " (the server lost its history): events after offset ", gap.after_offset,
+                           " of epoch ", gap.epoch, " are gone; going on from offset ",
+                           gap.earliest_offset));
       } else {
         Print(absl::StrCat("gap: events ", gap.after_offset + 1, " to ", gap.earliest_offset - 1,
                            " are no longer held by the gateway; going on from offset ",
@@ -157,10 +157,9 @@ class Listener {
   template <typename Event, typename Describe>
   void On(Describe describe) {
     typed_.insert(Event::descriptor()->full_name());
-    subscriber_->On<Event>(
-        [this, describe](const Event& payload, const EventEnvelope& event) {
-          PrintEvent(event, describe(payload));
-        });
+    subscriber_->On<Event>([this, describe](const Event& payload, const EventEnvelope& event) {
+      PrintEvent(event, describe(payload));
+    });
   }
 
   void PrintEvent(const EventEnvelope& event, absl::string_view text) {

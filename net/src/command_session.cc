@@ -28,6 +28,8 @@ namespace {
 
 constexpr auto kUse = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kReadChunk = 64 * 1024;
+// How often a session held back by downstream_saturated checks again.
+constexpr std::chrono::microseconds kSaturationPoll{200};
 constexpr std::uint32_t kProtocolVersion = 1;
 
 const char* KindName(const v1::Frame& frame) {
@@ -113,6 +115,13 @@ Awaitable<void> CommandSession::Run() {
       resume_reading_.expires_at(Clock::time_point::max());
       co_await resume_reading_.async_wait(kUse);
       reading_paused_ = false;
+      continue;
+    }
+    if (options.downstream_saturated && options.downstream_saturated()) {
+      // Downstream cannot keep up (e.g. event subscribers): hold commands back at the socket.
+      SetReadDeadline(Clock::time_point::max(), "");
+      resume_reading_.expires_after(kSaturationPoll);
+      co_await resume_reading_.async_wait(kUse);
       continue;
     }
     UpdateReadDeadline();

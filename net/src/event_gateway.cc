@@ -33,8 +33,8 @@ constexpr std::size_t kScratchBytes = std::size_t{64} << 10;
 constexpr std::uint32_t kMaxRefusing = 64;
 
 std::chrono::milliseconds SweepPeriod(const EventGatewayOptions& options) {
-  const auto shortest =
-      std::min({options.idle_timeout / 4, options.write_timeout / 4, options.shutdown_grace / 4});
+  const auto shortest = std::min({options.idle_timeout / 4, options.write_timeout / 4,
+                                  options.shutdown_grace / 4, options.slow_consumer_grace / 2});
   return std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(shortest),
                     std::chrono::milliseconds(5), std::chrono::milliseconds(1'000));
 }
@@ -48,12 +48,30 @@ Shard::Shard(GatewayShared& shared) : shared_(shared), scratch_(kScratchBytes) {
 Shard::~Shard() = default;
 
 void Shard::Wake() {
+  // A loop without subscribers has nothing to do with new events: do not wake it.
+  if (session_count_.load(std::memory_order_relaxed) == 0) return;
   if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
   asio::post(io_, [this] {
     wake_pending_.store(false, std::memory_order_release);
     // Pump may close a session, never destroy one synchronously: the list stays valid.
     for (std::size_t i = 0; i < sessions_.size(); ++i) sessions_[i]->Pump();
+    UpdatePosition();
   });
+}
+
+void Shard::UpdatePosition() {
+  if (consumer_ < 0) return;
+  const auto now = std::chrono::steady_clock::now();
+  std::uint64_t slowest = FanoutHub::kCaughtUp;
+  slowest_ = nullptr;
+  for (const SubscriberSession* session : sessions_) {
+    const std::uint64_t position = session->FlowPosition(now);
+    if (position < slowest) {
+      slowest = position;
+      slowest_ = session;
+    }
+  }
+  shared_.hub.SetConsumerPosition(consumer_, slowest);
 }
 
 void Shard::StartSweep() {
@@ -68,6 +86,7 @@ void Shard::StartSweep() {
 void Shard::Sweep() {
   now_ = std::chrono::steady_clock::now();
   for (std::size_t i = 0; i < sessions_.size(); ++i) sessions_[i]->Tick(now_);
+  UpdatePosition();
 }
 
 void Shard::CloseAll(bool graceful) {
@@ -90,6 +109,7 @@ void Shard::CloseAll(bool graceful) {
 void Shard::Add(SubscriberSession* session) {
   session->shard_index = sessions_.size();
   sessions_.push_back(session);
+  session_count_.store(sessions_.size(), std::memory_order_relaxed);
 }
 
 void Shard::Remove(SubscriberSession* session) {
@@ -98,6 +118,8 @@ void Shard::Remove(SubscriberSession* session) {
   sessions_[index] = sessions_.back();
   sessions_[index]->shard_index = index;
   sessions_.pop_back();
+  session_count_.store(sessions_.size(), std::memory_order_relaxed);
+  if (session == slowest_) UpdatePosition();
 }
 
 }  // namespace internal
@@ -148,6 +170,8 @@ class EventGateway::Impl {
     });
     for (auto& shard : shards_) {
       Shard* raw = shard.get();
+      raw->SetConsumer(shared_.hub.AddConsumer());
+      consumers_.push_back(raw->consumer());
       asio::post(raw->io(), [raw] { raw->StartSweep(); });
     }
     asio::co_spawn(shards_[0]->io(), Accept(), asio::detached);
@@ -167,6 +191,7 @@ class EventGateway::Impl {
     }
     shared_.stopping.store(true);
     shared_.hub.RemoveWaker(waker_);
+    for (int consumer : consumers_) shared_.hub.RemoveConsumer(consumer);
     asio::post(shards_[0]->io(), [this] {
       boost::system::error_code ec;
       acceptor_->close(ec);
@@ -249,6 +274,7 @@ class EventGateway::Impl {
   bool stopped_ = false;
   std::atomic<std::uint16_t> port_{0};
   std::uint64_t waker_ = 0;
+  std::vector<int> consumers_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
   std::optional<tcp::acceptor> acceptor_;

@@ -76,6 +76,15 @@ class Shard {
   void Wake();
   // Starts the periodic sweep (pings, idle and write timeouts).
   void StartSweep();
+  // Flow control: this loop reports to the hub as `consumer` how far its subscribers that keep
+  // up have taken events (the slowest of them).
+  void SetConsumer(int consumer) { consumer_ = consumer; }
+  int consumer() const { return consumer_; }
+  void UpdatePosition();
+  // Called by a session whose taken position moved: recomputes when it held the minimum.
+  void Advanced(const SubscriberSession* session) {
+    if (session == slowest_) UpdatePosition();
+  }
   // Closes every subscriber with 1001 (`graceful`) or drops every connection.
   void CloseAll(bool graceful);
 
@@ -93,6 +102,9 @@ class Shard {
   std::vector<SubscriberSession*> sessions_;
   std::vector<asio::ip::tcp::socket*> http_;
   std::atomic<bool> wake_pending_{false};
+  std::atomic<std::uint32_t> session_count_{0};  // sessions_.size(), readable from any thread.
+  int consumer_ = -1;
+  const SubscriberSession* slowest_ = nullptr;
   std::chrono::steady_clock::time_point now_ = std::chrono::steady_clock::now();
   // Destroyed first: pending handlers (which may own sessions) go before the lists they use.
   asio::io_context io_{1};

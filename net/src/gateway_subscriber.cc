@@ -418,6 +418,7 @@ void SubscriberSession::ContinueWrite() {
     const std::size_t n =
         socket_.write_some(asio::buffer(out_.data() + out_done_, out_.size() - out_done_), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      write_blocked_ = true;
       auto self = shared_from_this();
       socket_.async_wait(asio::ip::tcp::socket::wait_write,
                          [self](boost::system::error_code wait_ec) {
@@ -430,6 +431,7 @@ void SubscriberSession::ContinueWrite() {
     if (ec) return Drop();
     out_done_ += n;
     last_write_progress_ = Clock::now();
+    write_blocked_ = false;
   }
   OnWritten();
 }
@@ -452,6 +454,15 @@ void SubscriberSession::OnWritten() {
   } else if (out_.capacity() > 4096) {
     std::string().swap(out_);  // Idle: give the memory back.
   }
+  shard_.Advanced(this);
+}
+
+std::uint64_t SubscriberSession::FlowPosition(Clock::time_point now) const {
+  if (closing_ || taken_ == nullptr) return FanoutHub::kCaughtUp;
+  if (write_blocked_ && now - last_write_progress_ >= shard_.shared().options.slow_consumer_grace) {
+    return FanoutHub::kCaughtUp;
+  }
+  return taken_->end_bytes();
 }
 
 void SubscriberSession::MeasureLag() {

@@ -39,6 +39,11 @@ class SubscriberSession : public std::enable_shared_from_this<SubscriberSession>
   void Pump();
   // Called by the shard's sweep.
   void Tick(std::chrono::steady_clock::time_point now);
+  // For flow control: the hub position (end_bytes) this subscriber has taken events up to, or
+  // FanoutHub::kCaughtUp when it does not hold the command path back (nothing subscribed,
+  // closing, or its socket has accepted nothing for slow_consumer_grace: a slow consumer is
+  // left to fall behind until max_queue_bytes closes it).
+  std::uint64_t FlowPosition(std::chrono::steady_clock::time_point now) const;
   // Close handshake with `code` (after what is already queued), or drop at once.
   void Close(std::uint16_t code, absl::string_view reason);
   void Drop();
@@ -109,6 +114,7 @@ class SubscriberSession : public std::enable_shared_from_this<SubscriberSession>
   std::uint32_t malformed_ = 0;
   std::chrono::steady_clock::time_point last_read_;
   std::chrono::steady_clock::time_point last_write_progress_;
+  bool write_blocked_ = false;  // Waiting for the socket to accept more.
   std::chrono::steady_clock::time_point close_deadline_ =
       std::chrono::steady_clock::time_point::max();
 };

@@ -1,5 +1,6 @@
 #include "cqrs/net/server.h"
 
+#include <algorithm>
 #include <csignal>
 #include <utility>
 
@@ -21,10 +22,21 @@ Server::Server(CommandRouter& router, std::unique_ptr<EventLog> owned, EventLog*
     : owned_log_(std::move(owned)),
       log_(owned_log_ != nullptr ? owned_log_.get() : log),
       hub_(*log_),
-      commands_(router, std::move(options.commands)),
+      commands_(router, WithFlowControl(std::move(options.commands), hub_, options.gateway)),
       gateway_(hub_, std::move(options.gateway)) {
   router.set_event_sink(log_);
   if (options.http_commands) AddHttpCommandRoutes(gateway_, commands_);
+}
+
+CommandServerOptions Server::WithFlowControl(CommandServerOptions commands, FanoutHub& hub,
+                                             const EventGatewayOptions& gateway) {
+  if (!commands.downstream_saturated) {
+    // Subscribers that keep up stay within an eighth of their queue limit of the newest event;
+    // beyond that, commands wait at their sockets (and a slow consumer is not waited for).
+    const std::uint64_t limit = std::max<std::uint64_t>(gateway.max_queue_bytes / 8, 4096);
+    commands.downstream_saturated = [&hub, limit] { return hub.lag_bytes() > limit; };
+  }
+  return commands;
 }
 
 Server::~Server() { Shutdown(); }

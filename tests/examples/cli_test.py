@@ -42,10 +42,12 @@ class Proc:
             thread.start()
 
     def _read(self, stream):
-        for line in getattr(self.proc, stream):
+        pipe = getattr(self.proc, stream)
+        for line in pipe:
             with self.cv:
                 self.lines[stream].append(line.rstrip("\n"))
                 self.cv.notify_all()
+        pipe.close()
         with self.cv:
             self.closed[stream] = True
             self.cv.notify_all()
@@ -114,6 +116,7 @@ class Server:
         self.proc = Proc([PATHS.server, "--gateway_port", gateway_port], "server")
         self.port = int(self.proc.expect(r"^PORT (\d+)$").group(1))
         self.gateway = int(self.proc.expect(r"^GATEWAY (\d+)$").group(1))
+        self.epoch = self.proc.expect(r"^EPOCH (\d+)$").group(1)
         self.address = "127.0.0.1:%d" % self.port
         self.url = "ws://127.0.0.1:%d/events" % self.gateway
 
@@ -184,7 +187,8 @@ class Proxy:
         self.port = self.sock.getsockname()[1]
         self.refusing = threading.Event()
         self.lock = threading.Lock()
-        self.conns = []
+        self.conns = []  # Open now.
+        self.every = []  # Ever opened, closed by close().
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -193,7 +197,7 @@ class Proxy:
                 client, _ = self.sock.accept()
             except OSError:
                 return
-            if self.refusing.is_set():
+            if self.refusing.is_set() or self.sock.fileno() < 0:
                 client.close()
                 continue
             try:
@@ -204,6 +208,7 @@ class Proxy:
                 continue
             with self.lock:
                 self.conns += [client, upstream]
+                self.every += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
@@ -244,6 +249,9 @@ class Proxy:
         except OSError:
             pass
         self.sock.close()
+        with self.lock:
+            for s in self.every:
+                s.close()
 
 
 def create_user(server, name, *flags):
@@ -515,8 +523,11 @@ class EventListenerTest(unittest.TestCase):
     def test_prints_user_events_and_goes_on_after_a_restart(self):
         a = self.listener("A", self.server.url)
         b = self.listener("B", self.server.url, "--channel=users", "--channel", "echo")
+        c = self.listener("C", self.server.url, "--format=json")  # The other subprotocol.
         epoch = a.expect(r"^\[A\] subscribed to users at offset 0 \(epoch (\d+)\)$").group(1)
+        self.assertEqual(epoch, self.server.epoch)
         b.expect(r"^\[B\] subscribed to users,echo at offset 0 \(epoch %s\)$" % epoch)
+        c.expect(r"^\[C\] subscribed to users at offset 0 \(epoch %s\)$" % epoch)
 
         bob = create_user(self.server, "Bob")
         code, _, err = cqrs("send", self.server.address, "users.v1.RenameUser",
@@ -534,8 +545,11 @@ class EventListenerTest(unittest.TestCase):
             "#3 users.v1.UserDeleted  User 'Robert' deleted (id %s)" % bob,
         ]
         for line in expected:
-            a.expect("^" + re.escape("[A] " + line) + "$")
-            b.expect("^" + re.escape("[B] " + line) + "$")
+            for name, proc in (("A", a), ("B", b), ("C", c)):
+                proc.expect("^" + re.escape("[%s] %s" % (name, line)) + "$")
+        c.signal(signal.SIGINT)
+        self.assertEqual(c.wait(), 0, c.output())
+        self.assertEqual(len(self.events(c, "C")), 3, c.output())
         # Types the listener has no typed handler for: the type and the payload's JSON, or
         # what is known about a type it does not link.
         b.expect(r"^\[B\] #4 clitest\.v1\.Echoed  \(4 bytes; unknown type clitest\.v1\.Echoed\)$")

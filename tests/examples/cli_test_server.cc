@@ -1,6 +1,7 @@
 // A server for the example programs' end-to-end tests (cli_test.py): net::Server with the user
 // service's handlers plus clitest.v1.Echo (a type the command-line tool does not link), on
-// 127.0.0.1. Prints "PORT <command port>" and "GATEWAY <gateway port>" once serving, serves
+// 127.0.0.1. Prints "PORT <command port>", "GATEWAY <gateway port>" and "EPOCH <the log's epoch>"
+// once serving, serves
 // until SIGTERM/SIGINT, then shuts down gracefully and exits 0.
 //
 //   cqrs_test_cli_server [--command_port N] [--gateway_port N]   # 0 (default): kernel-chosen
@@ -35,7 +36,7 @@ absl::Status RegisterEcho(cqrs::CommandRouter& router) {
         clitest::v1::EchoReply reply;
         reply.set_text(echo.text());
         reply.set_length(static_cast<int>(echo.text().size()));
-        *reply.mutable_at() = echo.at();
+        if (echo.has_at()) *reply.mutable_at() = echo.at();
         *reply.mutable_numbers() = echo.numbers();
         co_return reply;
       });
@@ -72,7 +73,8 @@ int main(int argc, char** argv) {
 
   cqrs::CommandRouter router({.service_id = "cli-test-server"});
   users::UserDirectory directory;
-  for (const absl::Status& status : {users::RegisterHandlers(router, directory), RegisterEcho(router)}) {
+  for (const absl::Status& status :
+       {users::RegisterHandlers(router, directory), RegisterEcho(router)}) {
     if (!status.ok()) {
       std::fprintf(stderr, "%s\n", status.ToString().c_str());
       return 1;
@@ -83,7 +85,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", status.ToString().c_str());
     return 1;
   }
-  std::printf("PORT %u\nGATEWAY %u\n", server.command_port(), server.gateway_port());
+  std::printf("PORT %u\nGATEWAY %u\nEPOCH %llu\n", server.command_port(), server.gateway_port(),
+              static_cast<unsigned long long>(server.log().epoch()));
   std::fflush(stdout);
   int signal = 0;
   sigwait(&signals, &signal);

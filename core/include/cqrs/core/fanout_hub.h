@@ -16,6 +16,7 @@
 #ifndef CQRS_CORE_FANOUT_HUB_H_
 #define CQRS_CORE_FANOUT_HUB_H_
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -36,7 +37,8 @@ class FanoutHub {
   // One append of the log (a command's events: contiguous offsets), or the start sentinel.
   class Batch {
    public:
-    Batch(std::uint64_t last_offset, std::span<const EventLog::Record> records);
+    Batch(std::uint64_t last_offset, std::uint64_t end_bytes,
+          std::span<const EventLog::Record> records);
     ~Batch();  // Releases the chain behind it iteratively (no recursion however long it is).
     Batch(const Batch&) = delete;
     Batch& operator=(const Batch&) = delete;
@@ -44,12 +46,20 @@ class FanoutHub {
     std::span<const EventLog::Record> records() const noexcept { return records_; }
     // Offset of the last record; for the sentinel, the log's head when the hub started.
     std::uint64_t last_offset() const noexcept { return last_offset_; }
+    // Serialized bytes of every event published since the hub started, this batch included
+    // (a position in bytes, for flow control).
+    std::uint64_t end_bytes() const noexcept { return end_bytes_; }
     // The batch published after this one; null until there is one. Any thread.
     std::shared_ptr<const Batch> next() const noexcept;
+    // The same without touching the reference count, for walking: valid while this batch is.
+    const Batch* next_raw() const noexcept {
+      return published_.load(std::memory_order_acquire) ? next_.get() : nullptr;
+    }
 
    private:
     friend class FanoutHub;
     const std::uint64_t last_offset_;
+    const std::uint64_t end_bytes_;
     const absl::InlinedVector<EventLog::Record, 1> records_;
     // Written once by the publisher before `published_` is set (release); read after it (acquire).
     mutable std::shared_ptr<const Batch> next_;
@@ -78,6 +88,20 @@ class FanoutHub {
   // Batches published since the hub started.
   std::uint64_t published() const noexcept { return published_.load(std::memory_order_relaxed); }
 
+  // Flow control. A consumer (e.g. one gateway event loop) reports, as an end_bytes() position,
+  // how far it has taken the events of its subscribers that keep up; lag_bytes() is how far
+  // the slowest consumer is behind the newest batch, so the command path can pause while
+  // fan-out catches up. At most kMaxConsumers; AddConsumer returns -1 beyond that.
+  static constexpr int kMaxConsumers = 64;
+  int AddConsumer();
+  void RemoveConsumer(int consumer);
+  // `position`: an end_bytes() value, or kCaughtUp when nothing is pending for it.
+  void SetConsumerPosition(int consumer, std::uint64_t position) noexcept {
+    positions_[consumer].store(position, std::memory_order_relaxed);
+  }
+  static constexpr std::uint64_t kCaughtUp = ~std::uint64_t{0};
+  std::uint64_t lag_bytes() const noexcept;
+
  private:
   void Publish(std::span<const EventLog::Record> appended);
 
@@ -88,6 +112,10 @@ class FanoutHub {
   std::vector<std::pair<std::uint64_t, Waker>> wakers_ ABSL_GUARDED_BY(wakers_mutex_);
   std::uint64_t next_waker_id_ ABSL_GUARDED_BY(wakers_mutex_) = 1;
   std::atomic<std::uint64_t> published_{0};
+  std::atomic<std::uint64_t> tail_bytes_{0};
+  std::mutex consumers_mutex_;
+  std::atomic<std::uint64_t> consumer_mask_{0};
+  std::array<std::atomic<std::uint64_t>, kMaxConsumers> positions_{};
 };
 
 }  // namespace cqrs

@@ -60,6 +60,11 @@ struct CommandServerOptions {
   // CommandContext::principal()), or an error: Error{UNAUTHENTICATED} and close. Unset: every
   // client is accepted, with an empty principal. Called on a server thread; must not block.
   std::function<absl::StatusOr<std::string>(absl::string_view token)> authenticate;
+  // Flow control from downstream (net::Server wires the event fan-out in): polled before each
+  // read batch; while it returns true, sessions stop reading commands (checking again every
+  // 200 µs), so clients are slowed by TCP instead of events piling up. Unset: never pauses.
+  // Called on server threads; must be cheap and must not block.
+  std::function<bool()> downstream_saturated;
   CommandProcessorOptions processor;
 };
 

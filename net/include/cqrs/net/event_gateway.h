@@ -54,6 +54,10 @@ struct EventGatewayOptions {
   std::size_t max_message_bytes = std::size_t{1} << 20;
   // Unsent event bytes per subscriber; beyond it the subscriber is closed with 1013.
   std::size_t max_queue_bytes = std::size_t{1} << 20;
+  // Flow control (net::Server pauses the command path while subscribers that keep up are
+  // behind): a subscriber whose socket has accepted nothing for this long stops counting and
+  // is left to fall behind, up to max_queue_bytes.
+  std::chrono::milliseconds slow_consumer_grace{100};
   // Malformed client messages each get an error and the connection stays open, up to this
   // many per connection; the next one closes it (1008), so a broken client cannot flood the
   // gateway (or its log) forever.

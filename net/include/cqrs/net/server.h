@@ -10,7 +10,11 @@
 //   return server.Run().ok() ? 0 : 1;      // serves until SIGINT/SIGTERM, then drains
 //
 // The server makes itself the router's event sink. With the default in-memory log, history
-// starts empty under a new epoch every time the process starts.
+// starts empty under a new epoch every time the process starts. Flow control: while the
+// subscribers that keep up are more than an eighth of the gateway's max_queue_bytes behind,
+// command sessions stop reading (CommandServerOptions::downstream_saturated), so a burst of
+// commands cannot outrun event delivery; a subscriber that stops reading is not waited for
+// (see EventGatewayOptions::slow_consumer_grace) and is closed at max_queue_bytes.
 
 #ifndef CQRS_NET_SERVER_H_
 #define CQRS_NET_SERVER_H_
@@ -65,6 +69,8 @@ class Server {
  private:
   Server(CommandRouter& router, std::unique_ptr<EventLog> owned, EventLog* log,
          ServerOptions options);
+  static CommandServerOptions WithFlowControl(CommandServerOptions commands, FanoutHub& hub,
+                                              const EventGatewayOptions& gateway);
 
   std::unique_ptr<EventLog> owned_log_;
   EventLog* log_;
