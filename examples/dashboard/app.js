@@ -21,6 +21,7 @@ const $ = (selector) => document.querySelector(selector);
 const state = {
   epoch: null,  // BigInt once the first subscription is confirmed.
   lastOffset: 0n,  // Last offset processed; the next subscribe resumes after it.
+  liveAfter: 0n,  // Events after this offset arrived live (highlighted); the rest are replayed.
   eventCount: 0,
   users: new Map(),  // userId -> {name, updated}, in the order of creation.
   perSecond: new Map(),  // Unix second -> events with that timestamp.
@@ -170,6 +171,7 @@ function onServerMessage(message) {
   if (message.subscribed) {
     const subscribed = message.subscribed;
     state.epoch = big(subscribed.epoch);
+    state.liveAfter = big(subscribed.headOffset);
     connection.attempt = 0;
     let text = 'Live';
     if (connection.startedOver) text = `Live · new epoch ${state.epoch}`;
@@ -271,8 +273,9 @@ function flushEvents() {
 function eventRow({ event, gap }) {
   const type = typeName(event);
   const stream = event.streamInfo || {};
+  const live = big(event.offset) > state.liveAfter;
   const row = el('tr', {
-    className: gap ? 'fresh gap' : 'fresh',
+    className: [live ? 'fresh' : '', gap ? 'gap' : ''].join(' ').trim(),
     dataset: { offset: event.offset, type },
   });
   if (gap) row.title = 'Offsets before this one were not received';

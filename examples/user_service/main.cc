@@ -57,7 +57,8 @@ ABSL_FLAG(std::uint16_t, gateway_port, 8080,
           "HTTP/WebSocket port of the event gateway and the dashboard (0: chosen by the kernel)");
 ABSL_FLAG(std::vector<std::string>, allowed_origins, {},
           "comma-separated browser origins allowed to use the gateway (default: the dashboard's "
-          "own, http://127.0.0.1:<gateway_port> and http://localhost:<gateway_port>)");
+          "own: http://127.0.0.1:<gateway_port>, http://localhost:<gateway_port>, "
+          "http://[::1]:<gateway_port>)");
 ABSL_FLAG(bool, http_commands, true, "serve POST /commands/<full.type.Name> on the gateway");
 ABSL_FLAG(std::string, log_level, "warning", "library log level: debug, info, warning, error");
 
@@ -193,6 +194,14 @@ std::string HostPort(const std::string& address, std::uint16_t port) {
                                          : absl::StrCat(address, ":", port);
 }
 
+// Where a browser on this machine reaches a server listening on `address`: the loopback
+// address for the wildcard ones (0.0.0.0, ::), whose origins are allowed by default.
+std::string BrowsableAddress(const std::string& address) {
+  if (address == "0.0.0.0") return "127.0.0.1";
+  if (address == "::") return "::1";
+  return address;
+}
+
 // A port the kernel considers free on `address` now (bound, read, released).
 absl::StatusOr<std::uint16_t> FreePort(const std::string& address) {
   boost::asio::io_context io;
@@ -233,7 +242,8 @@ class UserService {
       }
       if (default_origins) {
         these.gateway.allowed_origins = {absl::StrCat("http://127.0.0.1:", these.gateway.port),
-                                         absl::StrCat("http://localhost:", these.gateway.port)};
+                                         absl::StrCat("http://localhost:", these.gateway.port),
+                                         absl::StrCat("http://[::1]:", these.gateway.port)};
       }
       server_.reset();
       server_ = std::make_unique<cqrs::net::Server>(router_, std::move(these));
@@ -300,7 +310,7 @@ int main(int argc, char** argv) {
   const std::string address = absl::GetFlag(FLAGS_address);
   std::printf("user-service: commands on %s, events and dashboard on http://%s/\n",
               HostPort(address, server.command_port()).c_str(),
-              HostPort(address, server.gateway_port()).c_str());
+              HostPort(BrowsableAddress(address), server.gateway_port()).c_str());
   std::fflush(stdout);
 
   int signal = 0;

@@ -17,6 +17,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
@@ -30,6 +31,7 @@
 #include <boost/beast/websocket.hpp>
 
 #include "cqrs/net/command_client.h"
+#include "cqrs/net/event_subscriber.h"
 #include "cqrs/net/server.h"
 #include "cqrs/v1/gateway.pb.h"
 #include "testing/coro.h"
@@ -528,6 +530,112 @@ TEST(EventGateway, RunsCommandsPostedAsJsonThroughTheCommandPipeline) {
     EXPECT_EQ(response.result_int(), 404u);
     EXPECT_THAT(response.body(), HasSubstr(R"("status":"NOT_FOUND")"));
   }());
+}
+
+Awaitable<void> RunSubscriber(EventSubscriber* subscriber, absl::Status* result) {
+  *result = co_await subscriber->Run();
+}
+
+TEST(EventGateway, NativeSubscriberReadsItsOwnWritesThroughReached) {
+  Service service;
+  asio::io_context io;
+  std::vector<std::string> names;
+  absl::Status run_result = absl::UnknownError("not run");
+  auto subscriber = EventSubscriber::Create(
+      io.get_executor(),
+      {.url = absl::StrCat("ws://127.0.0.1:", service.server().gateway_port(), "/events"),
+       .channels = {"users"},
+       .from_offset = 0});  // Everything: no race with the first command.
+  ASSERT_TRUE(subscriber.ok()) << subscriber.status();
+  (*subscriber)->On<users::v1::UserCreated>([&](const users::v1::UserCreated& created) {
+    names.push_back(created.name());
+  });
+  asio::co_spawn(io, RunSubscriber(subscriber->get(), &run_result), asio::detached);
+  cqrs::testing::Run(io, [&]() -> Awaitable<void> {
+    auto client =
+        CommandClient::Create(io.get_executor(), {.port = service.server().command_port()});
+    for (const char* name : {"Ann", "Bob", "Cid"}) {
+      const users::v1::CreateUser create = Create(name);
+      const auto response = co_await client->Send(create);
+      EXPECT_TRUE(response.ok());
+      if (!response.ok()) break;
+      // The receipt's offset: once Reached returns, the subscriber has seen this event.
+      const absl::Status reached =
+          co_await (*subscriber)
+              ->Reached(response->event_offsets(0), std::chrono::milliseconds(5'000));
+      EXPECT_TRUE(reached.ok()) << reached;
+      EXPECT_FALSE(names.empty());
+      if (!names.empty()) {
+        EXPECT_EQ(names.back(), name);
+      }
+    }
+    client->Close();
+    (*subscriber)->Stop();
+  }());
+  cqrs::testing::Drain(io);
+  EXPECT_TRUE(run_result.ok()) << run_result;
+  EXPECT_EQ(names, (std::vector<std::string>{"Ann", "Bob", "Cid"}));
+}
+
+Awaitable<void> SendMany(CommandClient* client, int count, int* ok) {
+  for (int i = 0; i < count; ++i) {
+    const users::v1::CreateUser create = Create("user " + std::to_string(i));
+    const auto response = co_await client->Send(create);
+    if (response.ok() && response->status() == v1::CommandResponseEnvelope::OK) ++*ok;
+  }
+}
+
+// Reads `count` events; counts those whose offsets are 1, 2, 3, ... in order.
+Awaitable<void> ReadEvents(Subscriber* subscriber, int count, int* in_order) {
+  for (int i = 1; i <= count; ++i) {
+    const auto message = co_await subscriber->Read();
+    if (!message.has_value()) break;
+    if (message->event().offset() == static_cast<std::uint64_t>(i)) ++*in_order;
+  }
+}
+
+TEST(EventGateway, AStalledSubscriberIsClosedWithoutHoldingCommandsOrOthersBack) {
+  Service service({.gateway = {.max_queue_bytes = 64 * 1024,
+                               .slow_consumer_grace = std::chrono::milliseconds(50)}});
+  asio::io_context io;
+  // Enough JSON for the stalled subscriber to fill the kernel's socket buffers (~4 MiB on
+  // loopback) and then its 64 KiB queue.
+  constexpr int kCommands = 20'000;
+  cqrs::testing::Run(
+      io,
+      [&]() -> Awaitable<void> {
+        // The stalled one: subscribes, then never reads again (a tiny receive buffer).
+        Subscriber stalled(io.get_executor());
+        beast::get_lowest_layer(stalled.ws()).socket().open(tcp::v4());
+        beast::get_lowest_layer(stalled.ws())
+            .socket()
+            .set_option(asio::socket_base::receive_buffer_size(4096));
+        EXPECT_FALSE(co_await stalled.Connect(service.server().gateway_port(), "cqrs.v1.json"));
+        co_await stalled.Subscribe("s", "users");
+        Subscriber healthy(io.get_executor());
+        EXPECT_FALSE(co_await healthy.Connect(service.server().gateway_port(), "cqrs.v1.proto"));
+        co_await healthy.Subscribe("h", "users");
+        EXPECT_TRUE((co_await healthy.Read())->has_subscribed());
+
+        auto client =
+            CommandClient::Create(io.get_executor(), {.port = service.server().command_port()});
+        int ok = 0;
+        int in_order = 0;
+        std::vector<testing::SpawnedOp> work;
+        // The healthy one reads while the commands are sent.
+        work.push_back(
+            testing::Spawn(io.get_executor(), ReadEvents(&healthy, kCommands, &in_order)));
+        for (int i = 0; i < 8; ++i) {
+          work.push_back(
+              testing::Spawn(io.get_executor(), SendMany(client.get(), kCommands / 8, &ok)));
+        }
+        co_await testing::WhenAll(std::move(work));
+        EXPECT_EQ(ok, kCommands);
+        EXPECT_EQ(in_order, kCommands);
+        client->Close();
+      }(),
+      std::chrono::seconds(60));
+  EXPECT_EQ(service.server().gateway().stats().slow_consumers_closed, 1u);
 }
 
 TEST(EventGateway, StartTwiceAndBadAddressAreClearErrors) {
