@@ -33,6 +33,7 @@
 #include "cqrs/core/fanout_hub.h"
 #include "cqrs/net/command_server.h"
 #include "cqrs/net/event_gateway.h"
+#include "cqrs/net/server.h"
 #include "cqrs/net/frame_codec.h"
 #include "user_handlers.h"
 
@@ -331,48 +332,43 @@ int ServeMain(unsigned threads, unsigned gateway_threads, bool counting_sink, in
     std::fprintf(stderr, "cqrs_bench --serve: %s\n", status.ToString().c_str());
     return 1;
   }
-  InMemoryEventLog log;
-  FanoutHub hub(log);
-  CountingSink counting;
-  if (counting_sink) {
-    router.set_event_sink(&counting);
-  } else {
-    router.set_event_sink(&log);
-  }
-  net::CommandServerOptions options;
-  options.address = "127.0.0.1";
-  options.port = 0;
-  options.threads = threads;
-  options.server_name = "cqrs_bench";
-  net::CommandServer server(router, std::move(options));
-  net::EventGatewayOptions gateway_options;
-  gateway_options.address = "127.0.0.1";
-  gateway_options.port = 0;
-  gateway_options.threads = gateway_threads;
+  // The real configuration: net::Server (command server, in-memory event log, fan-out hub,
+  // gateway, and the flow control between them).
+  net::ServerOptions server_options;
+  server_options.commands.address = "127.0.0.1";
+  server_options.commands.port = 0;
+  server_options.commands.threads = threads;
+  server_options.commands.server_name = "cqrs_bench";
+  server_options.gateway.address = "127.0.0.1";
+  server_options.gateway.port = 0;
+  server_options.gateway.threads = gateway_threads;
   // W4 holds 10,000 subscribers: leave room above them (the default is exactly 10,000), within
   // the descriptors this process may open.
-  gateway_options.max_connections = static_cast<std::uint32_t>(
+  server_options.gateway.max_connections = static_cast<std::uint32_t>(
       std::clamp<std::uint64_t>(max_files > 256 ? max_files - 256 : 1, 1, 16'000));
-  net::EventGateway gateway(hub, std::move(gateway_options));
-  for (const absl::Status& status : {server.Start(), gateway.Start()}) {
-    if (!status.ok()) {
-      std::fprintf(stderr, "cqrs_bench --serve: %s\n", status.ToString().c_str());
-      return 1;
-    }
+  server_options.http_commands = false;
+  net::Server whole(router, std::move(server_options));
+  EventLog& log = whole.log();
+  CountingSink counting;
+  if (counting_sink) router.set_event_sink(&counting);  // Diagnostic: no log, no fan-out.
+  net::CommandServer& server = whole.commands();
+  net::EventGateway& gateway = whole.gateway();
+  if (const absl::Status status = whole.Start(); !status.ok()) {
+    std::fprintf(stderr, "cqrs_bench --serve: %s\n", status.ToString().c_str());
+    return 1;
   }
   const std::string port = absl::StrCat("port=", server.port(), " gateway=", gateway.port(), "\n");
   if (!WriteAll(port_fd, port.data(), port.size())) return 1;
   WaitForStopSignal(stop);
   // The gateway's figures before Shutdown closes its subscribers.
   const net::EventGatewayStats before = gateway.stats();
-  server.Shutdown();
-  gateway.Shutdown();
+  whole.Shutdown();
   const auto stats = server.stats();
   const net::EventGatewayStats gateway_stats = gateway.stats();
   const std::string report = absl::StrCat(
       "commands=", stats.commands, " events=", counting_sink ? counting.appended() : log.head(),
       " users=", directory.size(), " log_head=", log.head(),
-      " log_retained=", log.retained_events(), " events_delivered=", gateway_stats.events_delivered,
+      " log_retained=", log.head() + 1 - log.earliest(), " events_delivered=", gateway_stats.events_delivered,
       " slow_consumers_closed=", gateway_stats.slow_consumers_closed,
       " subscribers=", before.subscribers_open,
       " gateway_connections_accepted=", gateway_stats.connections_accepted,
