@@ -48,8 +48,8 @@ Shard::Shard(GatewayShared& shared) : shared_(shared), scratch_(kScratchBytes) {
 Shard::~Shard() = default;
 
 void Shard::Wake() {
-  // A loop without subscribers has nothing to do with new events: do not wake it.
-  if (session_count_.load(std::memory_order_relaxed) == 0) return;
+  // A loop without live subscriptions has nothing to do with new events: do not wake it.
+  if (following_.load(std::memory_order_relaxed) <= 0) return;
   if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
   asio::post(io_, [this] {
     wake_pending_.store(false, std::memory_order_release);
@@ -109,7 +109,6 @@ void Shard::CloseAll(bool graceful) {
 void Shard::Add(SubscriberSession* session) {
   session->shard_index = sessions_.size();
   sessions_.push_back(session);
-  session_count_.store(sessions_.size(), std::memory_order_relaxed);
 }
 
 void Shard::Remove(SubscriberSession* session) {
@@ -118,7 +117,6 @@ void Shard::Remove(SubscriberSession* session) {
   sessions_[index] = sessions_.back();
   sessions_[index]->shard_index = index;
   sessions_.pop_back();
-  session_count_.store(sessions_.size(), std::memory_order_relaxed);
   if (session == slowest_) UpdatePosition();
 }
 

@@ -88,6 +88,9 @@ class Shard {
   // Closes every subscriber with 1001 (`graceful`) or drops every connection.
   void CloseAll(bool graceful);
 
+  // Sessions that want new events (subscribed, not closing); Wake() skips a loop with none.
+  void Following(int delta) { following_.fetch_add(delta, std::memory_order_relaxed); }
+
   void Add(SubscriberSession* session);
   void Remove(SubscriberSession* session);
   // HTTP connections, so that a forced shutdown can drop them.
@@ -102,7 +105,7 @@ class Shard {
   std::vector<SubscriberSession*> sessions_;
   std::vector<asio::ip::tcp::socket*> http_;
   std::atomic<bool> wake_pending_{false};
-  std::atomic<std::uint32_t> session_count_{0};  // sessions_.size(), readable from any thread.
+  std::atomic<std::int32_t> following_{0};
   int consumer_ = -1;
   const SubscriberSession* slowest_ = nullptr;
   std::chrono::steady_clock::time_point now_ = std::chrono::steady_clock::now();

@@ -33,9 +33,16 @@ SubscriberSession::SubscriberSession(Shard& shard, asio::ip::tcp::socket socket,
 }
 
 SubscriberSession::~SubscriberSession() {
+  SetFollowing(false);
   shard_.Remove(this);
   shard_.shared().subscribers.fetch_sub(1, std::memory_order_relaxed);
   shard_.shared().ConnectionClosed();
+}
+
+void SubscriberSession::SetFollowing(bool following) {
+  if (following == following_) return;
+  following_ = following;
+  shard_.Following(following ? 1 : -1);
 }
 
 void SubscriberSession::Start(std::string pending) {
@@ -195,7 +202,10 @@ void SubscriberSession::OnSubscribe(const v1::Subscribe& subscribe) {
 
   FanoutHub& hub = shard_.shared().hub;
   const EventLog& log = hub.log();
-  if (taken_ == nullptr) taken_ = hub.Tail();
+  if (taken_ == nullptr) {
+    taken_ = hub.Tail();
+    SetFollowing(true);
+  }
   // Events after `live` come from the hub; a resume replays (from_offset, live] from the log.
   const std::uint64_t live = taken_->last_offset();
   const std::uint64_t epoch = log.epoch();
@@ -260,6 +270,7 @@ void SubscriberSession::OnUnsubscribe(const v1::Unsubscribe& unsubscribe) {
   if (subscriptions_.empty()) {
     // Nothing to follow: stop pinning hub batches.
     taken_.reset();
+    SetFollowing(false);
     scanned_.reset();
     lag_bytes_ = 0;
   }
@@ -493,6 +504,7 @@ void SubscriberSession::Close(std::uint16_t code, absl::string_view reason) {
   closing_ = true;
   // Stop pinning hub batches and replay pages: this subscriber takes nothing more.
   taken_.reset();
+  SetFollowing(false);
   scanned_.reset();
   replays_.clear();
   subscriptions_.clear();
@@ -506,6 +518,7 @@ void SubscriberSession::Drop() {
   closed_ = true;
   closing_ = true;
   taken_.reset();
+  SetFollowing(false);
   scanned_.reset();
   replays_.clear();
   boost::system::error_code ec;

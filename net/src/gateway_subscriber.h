@@ -88,6 +88,9 @@ class SubscriberSession : public std::enable_shared_from_this<SubscriberSession>
   void ContinueWrite();
   void OnWritten();
   void MeasureLag();
+  // Whether new events concern this session (subscribed and not closing): the shard wakes
+  // only for those.
+  void SetFollowing(bool following);
   void SlowConsumer();
   void Finish();
 
@@ -115,6 +118,7 @@ class SubscriberSession : public std::enable_shared_from_this<SubscriberSession>
   std::chrono::steady_clock::time_point last_read_;
   std::chrono::steady_clock::time_point last_write_progress_;
   bool write_blocked_ = false;  // Waiting for the socket to accept more.
+  bool following_ = false;      // Counted in the shard's Following().
   std::chrono::steady_clock::time_point close_deadline_ =
       std::chrono::steady_clock::time_point::max();
 };

@@ -33,8 +33,8 @@
 #include "cqrs/core/fanout_hub.h"
 #include "cqrs/net/command_server.h"
 #include "cqrs/net/event_gateway.h"
-#include "cqrs/net/server.h"
 #include "cqrs/net/frame_codec.h"
+#include "cqrs/net/server.h"
 #include "user_handlers.h"
 
 namespace cqrs::bench {
@@ -368,7 +368,8 @@ int ServeMain(unsigned threads, unsigned gateway_threads, bool counting_sink, in
   const std::string report = absl::StrCat(
       "commands=", stats.commands, " events=", counting_sink ? counting.appended() : log.head(),
       " users=", directory.size(), " log_head=", log.head(),
-      " log_retained=", log.head() + 1 - log.earliest(), " events_delivered=", gateway_stats.events_delivered,
+      " log_retained=", log.head() + 1 - log.earliest(),
+      " events_delivered=", gateway_stats.events_delivered,
       " slow_consumers_closed=", gateway_stats.slow_consumers_closed,
       " subscribers=", before.subscribers_open,
       " gateway_connections_accepted=", gateway_stats.connections_accepted,
