@@ -8,6 +8,7 @@
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "cqrs/v1/gateway.pb.h"
@@ -101,13 +102,14 @@ absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<v1::EventEnvelo
   // Serialize outside the lock, without offset and epoch; under the lock those two fields are
   // appended to the bytes (protobuf accepts fields in any order), so each event is serialized
   // exactly once and the lock is held only for the bookkeeping.
-  std::vector<std::string> bodies(events.size());
+  // Inline storage: a command usually appends one event, and this runs for every command.
+  absl::InlinedVector<std::string, 2> bodies(events.size());
   for (std::size_t i = 0; i < events.size(); ++i) {
     events[i]->clear_offset();
     events[i]->clear_epoch();
     events[i]->SerializeToString(&bodies[i]);
   }
-  std::vector<Record> appended;
+  absl::InlinedVector<Record, 2> appended;
   appended.reserve(events.size());
   AppendReceipt receipt{.first_offset = 0, .count = events.size(), .epoch = epoch_};
   mutex_.lock();

@@ -17,6 +17,8 @@
 
 #include "absl/strings/str_format.h"
 #include "cqrs/core/command_processor.h"
+#include "cqrs/core/event_log.h"
+#include "cqrs/core/fanout_hub.h"
 #include "cqrs/net/frame_codec.h"
 #include "testing/frames.h"
 #include "user_handlers.h"
@@ -38,12 +40,20 @@ class CountingSink : public cqrs::EventSink {
   std::uint64_t next_ = 1;
 };
 
-void BM_ProcessCreateUser(benchmark::State& state) {
+// `with_log`: the real configuration (InMemoryEventLog + FanoutHub, as net::Server) instead of
+// a sink that only counts.
+void ProcessCreateUser(benchmark::State& state, bool with_log) {
   cqrs::CommandRouter router({.service_id = "user-service"});
   users::UserDirectory directory;
   if (!users::RegisterHandlers(router, directory).ok()) state.SkipWithError("register");
   CountingSink sink;
-  router.set_event_sink(&sink);
+  cqrs::InMemoryEventLog log;
+  cqrs::FanoutHub hub(log);
+  if (with_log) {
+    router.set_event_sink(&log);
+  } else {
+    router.set_event_sink(&sink);
+  }
   cqrs::CommandProcessor processor(router);
   boost::asio::io_context io(1);
 
@@ -83,6 +93,9 @@ void BM_ProcessCreateUser(benchmark::State& state) {
   state.counters["allocs_per_command"] =
       benchmark::Counter(static_cast<double>(allocations) / static_cast<double>(n));
 }
+void BM_ProcessCreateUser(benchmark::State& state) { ProcessCreateUser(state, false); }
+void BM_ProcessCreateUserWithLog(benchmark::State& state) { ProcessCreateUser(state, true); }
+BENCHMARK(BM_ProcessCreateUserWithLog);
 BENCHMARK(BM_ProcessCreateUser);
 
 }  // namespace
