@@ -122,6 +122,8 @@ Awaitable<void> CommandSession::Run() {
       SetReadDeadline(Clock::time_point::max(), "");
       resume_reading_.expires_after(kSaturationPoll);
       co_await resume_reading_.async_wait(kUse);
+      // The wait was ours, not the peer's: a frame in progress gets its full frame_timeout.
+      frame_started_ = Clock::time_point::max();
       continue;
     }
     UpdateReadDeadline();

@@ -48,11 +48,15 @@ Shard::Shard(GatewayShared& shared) : shared_(shared), scratch_(kScratchBytes) {
 Shard::~Shard() = default;
 
 void Shard::Wake() {
-  // A loop without live subscriptions has nothing to do with new events: do not wake it.
+  // A loop without live subscriptions has nothing to do with new events: do not wake it. (The
+  // fence pairs with SubscriberSession::SetFollowing's.)
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (following_.load(std::memory_order_relaxed) <= 0) return;
   if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
   asio::post(io_, [this] {
-    wake_pending_.store(false, std::memory_order_release);
+    // An exchange, not a store: it reads the publisher's exchange, so every batch published
+    // before a wake-up that was skipped because this one was pending is visible below.
+    wake_pending_.exchange(false, std::memory_order_acq_rel);
     // Pump may close a session, never destroy one synchronously: the list stays valid.
     for (std::size_t i = 0; i < sessions_.size(); ++i) sessions_[i]->Pump();
     UpdatePosition();

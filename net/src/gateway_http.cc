@@ -58,6 +58,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   HttpConnection(Shard& shard, tcp::socket socket, bool refuse)
       : shard_(shard), stream_(std::move(socket)), refuse_(refuse) {}
   ~HttpConnection() {
+    // Also when Run ended by an exception: the shard must not keep a pointer to our socket.
+    if (registered_) shard_.RemoveHttp(&stream_.socket());
     if (refuse_) {
       shard_.shared().refusing.fetch_sub(1, std::memory_order_relaxed);
     } else if (!upgraded_) {
@@ -71,6 +73,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     boost::system::error_code ec;
     stream_.socket().set_option(tcp::no_delay(true), ec);
     shard_.AddHttp(&stream_.socket());
+    registered_ = true;
     bool first = true;
     while (!shard_.shared().stopping.load(std::memory_order_relaxed)) {
       http::request_parser<http::string_body> parser;
@@ -139,6 +142,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     boost::system::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     shard_.RemoveHttp(&stream_.socket());
+    registered_ = false;
   }
 
  private:
@@ -267,6 +271,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     if (ec) co_return;
     std::string pending(static_cast<const char*>(buffer_.data().data()), buffer_.size());
     shard_.RemoveHttp(&stream_.socket());
+    registered_ = false;
     stream_.expires_never();
     auto session = std::make_shared<SubscriberSession>(shard_, stream_.release_socket(), format);
     upgraded_ = true;  // The session counts the connection from now on.
@@ -277,6 +282,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;  // Bounded by the parser's header and body limits.
   const bool refuse_;
+  bool registered_ = false;  // Our socket is in the shard's list of HTTP connections.
   bool upgraded_ = false;
 };
 

@@ -1,10 +1,12 @@
 #include "gateway_subscriber.h"
 
 #include <algorithm>
+#include <atomic>
 #include <utility>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +21,11 @@ constexpr auto kUse = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kWriteBudget = std::size_t{256} << 10;
 // Events read from the log per replay step.
 constexpr std::size_t kReplayPage = 512;
+// Completed writes in a row before a session yields to its event loop.
+constexpr int kWritesPerTurn = 8;
+// A subscriber behind by more than this many times max_queue_bytes of events, matching or not,
+// is closed as slow (the batches it has not taken stay in memory until it does).
+constexpr std::size_t kPinnedFactor = 16;
 
 }  // namespace
 
@@ -27,7 +34,7 @@ SubscriberSession::SubscriberSession(Shard& shard, asio::ip::tcp::socket socket,
       socket_(std::move(socket)),
       format_(format),
       decoder_(ws::DecoderOptions{.max_message_bytes = shard.shared().options.max_message_bytes}) {
-  last_read_ = last_write_progress_ = Clock::now();
+  last_read_ = last_write_progress_ = last_drained_ = Clock::now();
   shard_.Add(this);
   shard_.shared().subscribers.fetch_add(1, std::memory_order_relaxed);
 }
@@ -43,6 +50,9 @@ void SubscriberSession::SetFollowing(bool following) {
   if (following == following_) return;
   following_ = following;
   shard_.Following(following ? 1 : -1);
+  // Pairs with the fence in Shard::Wake: either the publisher sees this session follow, or
+  // this session's next Pump sees the batch.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
 void SubscriberSession::Start(std::string pending) {
@@ -423,32 +433,44 @@ void SubscriberSession::StartWrite() {
 }
 
 void SubscriberSession::ContinueWrite() {
-  // Write directly while the socket takes it; wait for writability only when it is full.
-  while (out_done_ < out_.size()) {
-    boost::system::error_code ec;
-    const std::size_t n =
-        socket_.write_some(asio::buffer(out_.data() + out_done_, out_.size() - out_done_), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      write_blocked_ = true;
+  // Write directly while the socket takes it; wait for writability only when it is full. A
+  // reader that keeps up gets write after write here: after a few, yield to the loop (the other
+  // sessions, the sweep) instead of looping on.
+  for (int writes = 0;; ++writes) {
+    while (out_done_ < out_.size()) {
+      boost::system::error_code ec;
+      const std::size_t n =
+          socket_.write_some(asio::buffer(out_.data() + out_done_, out_.size() - out_done_), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        auto self = shared_from_this();
+        socket_.async_wait(asio::ip::tcp::socket::wait_write,
+                           [self](boost::system::error_code wait_ec) {
+                             if (self->closed_) return;
+                             if (wait_ec) return self->Drop();
+                             self->ContinueWrite();
+                           });
+        return;
+      }
+      if (ec) return Drop();
+      out_done_ += n;
+      last_write_progress_ = Clock::now();
+    }
+    if (!OnWritten()) return;  // Nothing more to write (or closed).
+    writing_ = true;           // The next buffer is filled: it is this session's write now.
+    last_write_progress_ = Clock::now();
+    if (writes >= kWritesPerTurn) {
       auto self = shared_from_this();
-      socket_.async_wait(asio::ip::tcp::socket::wait_write,
-                         [self](boost::system::error_code wait_ec) {
-                           if (self->closed_) return;
-                           if (wait_ec) return self->Drop();
-                           self->ContinueWrite();
-                         });
+      asio::post(socket_.get_executor(), [self] {
+        if (!self->closed_) self->ContinueWrite();
+      });
       return;
     }
-    if (ec) return Drop();
-    out_done_ += n;
-    last_write_progress_ = Clock::now();
-    write_blocked_ = false;
   }
-  OnWritten();
 }
 
-void SubscriberSession::OnWritten() {
+bool SubscriberSession::OnWritten() {
   writing_ = false;
+  last_drained_ = Clock::now();
   shard_.shared().events_delivered.fetch_add(out_events_, std::memory_order_relaxed);
   out_events_ = 0;
   if (closing_ && !close_sent_ && control_.empty()) {
@@ -459,18 +481,22 @@ void SubscriberSession::OnWritten() {
     close_deadline_ = Clock::now() + shard_.shared().options.shutdown_grace;
   }
   if (out_.capacity() > kWriteBudget * 2) std::string().swap(out_);
-  if (close_sent_) return;
-  if (Fill()) {
-    StartWrite();
-  } else if (out_.capacity() > 4096) {
-    std::string().swap(out_);  // Idle: give the memory back.
+  bool more = false;
+  if (!close_sent_) {
+    more = Fill();
+    if (!more && out_.capacity() > 4096) std::string().swap(out_);  // Idle: give memory back.
   }
   shard_.Advanced(this);
+  return more;
 }
 
 std::uint64_t SubscriberSession::FlowPosition(Clock::time_point now) const {
   if (closing_ || taken_ == nullptr) return FanoutHub::kCaughtUp;
-  if (write_blocked_ && now - last_write_progress_ >= shard_.shared().options.slow_consumer_grace) {
+  // A replay is bounded by MeasureLag, not waited for.
+  if (!replays_.empty()) return FanoutHub::kCaughtUp;
+  // Keeping up means emptying the write buffer regularly; a reader that trickles (some
+  // progress, never drained) for slow_consumer_grace is not waited for.
+  if (writing_ && now - last_drained_ >= shard_.shared().options.slow_consumer_grace) {
     return FanoutHub::kCaughtUp;
   }
   return taken_->end_bytes();
@@ -486,6 +512,10 @@ void SubscriberSession::MeasureLag() {
     }
     scanned_ = std::move(next);
     if (lag_bytes_ + (out_.size() - out_done_) > limit) return SlowConsumer();
+    // Batches that match nothing are pinned too while this subscriber is behind: bound them.
+    if (scanned_->end_bytes() - taken_->end_bytes() > kPinnedFactor * limit) {
+      return SlowConsumer();
+    }
   }
 }
 

@@ -86,7 +86,8 @@ class SubscriberSession : public std::enable_shared_from_this<SubscriberSession>
   void FillReplay();
   void StartWrite();
   void ContinueWrite();
-  void OnWritten();
+  // After a complete write: bookkeeping, then refills; true when there is a next write.
+  bool OnWritten();
   void MeasureLag();
   // Whether new events concern this session (subscribed and not closing): the shard wakes
   // only for those.
@@ -117,8 +118,8 @@ class SubscriberSession : public std::enable_shared_from_this<SubscriberSession>
   std::uint32_t malformed_ = 0;
   std::chrono::steady_clock::time_point last_read_;
   std::chrono::steady_clock::time_point last_write_progress_;
-  bool write_blocked_ = false;  // Waiting for the socket to accept more.
-  bool following_ = false;      // Counted in the shard's Following().
+  std::chrono::steady_clock::time_point last_drained_;  // Last time a write completed.
+  bool following_ = false;                              // Counted in the shard's Following().
   std::chrono::steady_clock::time_point close_deadline_ =
       std::chrono::steady_clock::time_point::max();
 };
