@@ -36,6 +36,7 @@
 #include "absl/time/time.h"
 #include "cqrs/core/log.h"
 #include "cqrs/net/server.h"
+#include "cqrs/net/stop_signals.h"
 #include "dashboard.h"
 #include "user_handlers.h"
 #include "user_projection.h"
@@ -293,13 +294,9 @@ int main(int argc, char** argv) {
   }
   cqrs::SetLogLevel(*log_level);
 
-  // Block the stop signals in every thread (the servers' threads inherit the mask), then take
-  // them here, as net::Server::Run does; this program also reports the bound ports first.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // Before the servers start (their threads inherit the mask); this program reports the bound
+  // ports before it waits, which net::Server::Run does not.
+  cqrs::net::StopSignals stop;
 
   UserService service;
   if (absl::Status status = service.Start(*std::move(options)); !status.ok()) {
@@ -313,8 +310,7 @@ int main(int argc, char** argv) {
               HostPort(BrowsableAddress(address), server.gateway_port()).c_str());
   std::fflush(stdout);
 
-  int signal = 0;
-  sigwait(&signals, &signal);
+  const int signal = stop.Wait();
   server.Shutdown();
   std::printf("user-service: stopped (%s, %llu events)\n", strsignal(signal),
               static_cast<unsigned long long>(server.log().head()));

@@ -1,12 +1,12 @@
 #include "cqrs/net/server.h"
 
 #include <algorithm>
-#include <csignal>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "cqrs/core/log.h"
 #include "cqrs/net/http_commands.h"
+#include "cqrs/net/stop_signals.h"
 
 namespace cqrs::net {
 
@@ -56,22 +56,13 @@ void Server::Shutdown() {
 }
 
 absl::Status Server::Run() {
-  // Block the stop signals in every thread (the servers' threads inherit the mask), then take
-  // them here.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  sigset_t previous;
-  pthread_sigmask(SIG_BLOCK, &signals, &previous);
+  StopSignals stop;  // Before Start: the servers' threads inherit the mask.
   absl::Status status = Start();
   if (status.ok()) {
-    int signal = 0;
-    sigwait(&signals, &signal);
+    const int signal = stop.Wait();
     Log(LogLevel::kInfo, absl::StrCat("signal ", signal, ": shutting down"));
     Shutdown();
   }
-  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   return status;
 }
 

@@ -35,6 +35,7 @@
 #include "cqrs/net/event_gateway.h"
 #include "cqrs/net/frame_codec.h"
 #include "cqrs/net/server.h"
+#include "cqrs/net/stop_signals.h"
 #include "user_handlers.h"
 
 namespace cqrs::bench {
@@ -74,23 +75,6 @@ bool ReadUntilEof(int fd, std::string& out, Clock::time_point until) {
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return true;
     out.append(buffer, static_cast<std::size_t>(n));
-  }
-}
-
-// Blocks SIGTERM and SIGINT in the calling thread (and the threads it starts), so that the main
-// thread can sigwait for them.
-sigset_t BlockStopSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  return set;
-}
-
-void WaitForStopSignal(const sigset_t& set) {
-  int signal = 0;
-  while (sigwait(&set, &signal) != 0) {
   }
 }
 
@@ -324,7 +308,7 @@ std::uint64_t RaiseFileLimit() {
 }
 
 int ServeMain(unsigned threads, unsigned gateway_threads, bool counting_sink, int port_fd) {
-  const sigset_t stop = BlockStopSignals();
+  net::StopSignals stop;  // Before the servers start.
   const std::uint64_t max_files = RaiseFileLimit();
   CommandRouter router({.service_id = "user-service"});
   users::UserDirectory directory;
@@ -359,7 +343,7 @@ int ServeMain(unsigned threads, unsigned gateway_threads, bool counting_sink, in
   }
   const std::string port = absl::StrCat("port=", server.port(), " gateway=", gateway.port(), "\n");
   if (!WriteAll(port_fd, port.data(), port.size())) return 1;
-  WaitForStopSignal(stop);
+  stop.Wait();
   // The gateway's figures before Shutdown closes its subscribers.
   const net::EventGatewayStats before = gateway.stats();
   whole.Shutdown();
@@ -384,7 +368,7 @@ int EchoMain(std::size_t request_bytes, std::size_t response_bytes, int port_fd)
     std::fprintf(stderr, "cqrs_bench --echo: --request_bytes and --response_bytes are required\n");
     return 2;
   }
-  const sigset_t stop = BlockStopSignals();
+  net::StopSignals stop;  // Before the servers start.
   const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in address{};
   address.sin_family = AF_INET;
@@ -422,7 +406,7 @@ int EchoMain(std::size_t request_bytes, std::size_t response_bytes, int port_fd)
   acceptor.detach();
   const std::string port = absl::StrCat("port=", ntohs(address.sin_port), "\n");
   if (!WriteAll(port_fd, port.data(), port.size())) return 1;
-  WaitForStopSignal(stop);
+  stop.Wait();
   // Connection threads may be blocked in read: leave without unwinding them.
   close(port_fd);
   _exit(0);

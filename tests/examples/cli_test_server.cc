@@ -19,6 +19,7 @@
 #include "clitest/v1/echo.pb.h"
 #include "cqrs/core/command_router.h"
 #include "cqrs/net/server.h"
+#include "cqrs/net/stop_signals.h"
 #include "user_handlers.h"
 
 namespace {
@@ -64,12 +65,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  // Block the signals before the server's threads start, then take them here with sigwait.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  cqrs::net::StopSignals stop;  // Before the server's threads start: they inherit the mask.
 
   cqrs::CommandRouter router({.service_id = "cli-test-server"});
   users::UserDirectory directory;
@@ -88,8 +84,7 @@ int main(int argc, char** argv) {
   std::printf("PORT %u\nGATEWAY %u\nEPOCH %llu\n", server.command_port(), server.gateway_port(),
               static_cast<unsigned long long>(server.log().epoch()));
   std::fflush(stdout);
-  int signal = 0;
-  sigwait(&signals, &signal);
+  stop.Wait();
   server.Shutdown();
   std::printf("STOPPED events=%llu\n", static_cast<unsigned long long>(server.log().head()));
   std::fflush(stdout);

@@ -14,17 +14,16 @@
 
 #include <string>
 
-#include "cqrs/core/event_log.h"
-#include "cqrs/core/fanout_hub.h"
-#include "cqrs/net/command_server.h"
-#include "cqrs/net/event_gateway.h"
+#include "cqrs/net/server.h"
+#include "cqrs/net/stop_signals.h"
 #include "user_handlers.h"
 
 int main(int argc, char** argv) {
-  cqrs::net::CommandServerOptions options;
+  cqrs::net::ServerOptions server_options;
+  cqrs::net::CommandServerOptions& options = server_options.commands;
+  cqrs::InMemoryEventLogOptions& log_options = server_options.event_log;
+  cqrs::net::EventGatewayOptions& gateway_options = server_options.gateway;
   options.threads = 2;
-  cqrs::InMemoryEventLogOptions log_options;
-  cqrs::net::EventGatewayOptions gateway_options;
   gateway_options.threads = 2;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -46,12 +45,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  // Block the signals before the server's threads start, then take them here with sigwait.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  cqrs::net::StopSignals stop;  // Before the server's threads start: they inherit the mask.
 
   cqrs::CommandRouter router({.service_id = "user-service"});
   users::UserDirectory directory;
@@ -59,25 +53,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", status.ToString().c_str());
     return 1;
   }
-  cqrs::InMemoryEventLog log(log_options);
-  cqrs::FanoutHub hub(log);
-  router.set_event_sink(&log);
-  cqrs::net::CommandServer server(router, options);
-  cqrs::net::EventGateway gateway(hub, gateway_options);
-  for (absl::Status status : {server.Start(), gateway.Start()}) {
-    if (!status.ok()) {
-      std::fprintf(stderr, "%s\n", status.ToString().c_str());
-      return 1;
-    }
+  cqrs::net::Server server(router, std::move(server_options));
+  if (absl::Status status = server.Start(); !status.ok()) {
+    std::fprintf(stderr, "%s\n", status.ToString().c_str());
+    return 1;
   }
-  std::printf("PORT %u\nGATEWAY %u\n", server.port(), gateway.port());
+  std::printf("PORT %u\nGATEWAY %u\n", server.command_port(), server.gateway_port());
   std::fflush(stdout);
-  int signal = 0;
-  sigwait(&signals, &signal);
+  stop.Wait();
   server.Shutdown();
-  gateway.Shutdown();
   std::printf("STOPPED commands=%llu events=%llu\n",
-              static_cast<unsigned long long>(server.stats().commands),
-              static_cast<unsigned long long>(log.head()));
+              static_cast<unsigned long long>(server.commands().stats().commands),
+              static_cast<unsigned long long>(server.log().head()));
   return 0;
 }
