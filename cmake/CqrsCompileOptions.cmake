@@ -23,3 +23,11 @@ endif()
 function(cqrs_target_defaults target)
   target_link_libraries(${target} PRIVATE $<BUILD_INTERFACE:cqrs_warnings> $<BUILD_INTERFACE:cqrs_sanitize>)
 endfunction()
+
+# Usage: cqrs_server_allocator(<executable>) — links tcmalloc into a server program when
+# CQRS_TCMALLOC is ON (see the top-level CMakeLists.txt).
+function(cqrs_server_allocator target)
+  if(CQRS_USE_TCMALLOC)
+    target_link_libraries(${target} PRIVATE ${CQRS_TCMALLOC_LIBRARY})
+  endif()
+endfunction()

@@ -34,3 +34,12 @@ if(CQRS_BUILD_TESTS)
   find_package(benchmark CONFIG QUIET)
   cqrs_require(benchmark_FOUND "Google Benchmark" "libbenchmark-dev")
 endif()
+
+# Sanitizers bring their own allocator: tcmalloc only for uninstrumented builds.
+set(CQRS_USE_TCMALLOC OFF)
+if(CQRS_TCMALLOC AND NOT CQRS_SANITIZE AND NOT CQRS_BUILD_FUZZERS)
+  find_library(CQRS_TCMALLOC_LIBRARY NAMES tcmalloc_minimal)
+  cqrs_require(CQRS_TCMALLOC_LIBRARY "tcmalloc (or configure with -DCQRS_TCMALLOC=OFF)"
+    "libgoogle-perftools-dev")
+  set(CQRS_USE_TCMALLOC ON)
+endif()

@@ -31,6 +31,9 @@ std::size_t CostOf(const EventRecord& record) {
   return record.envelope().size() + record.channel().size() + 160;
 }
 
+// Room that offset and epoch take at most: two one-byte tags and two 10-byte varints.
+constexpr std::size_t kPositionFieldsMaxBytes = 22;
+
 // Appends a varint field (wire type 0) to serialized message bytes.
 void AppendVarintField(std::string& out, std::uint32_t field, std::uint64_t value) {
   std::uint8_t bytes[16];
@@ -82,6 +85,20 @@ std::string RenderJson(const EventRecord& record) {
 
 EventRecord::EventRecord(std::uint64_t offset, std::string channel, std::string envelope)
     : offset_(offset), channel_(std::move(channel)), envelope_(std::move(envelope)) {
+  SetPrefix();
+}
+
+EventRecord::EventRecord(Unsealed, std::string channel, std::string envelope)
+    : channel_(std::move(channel)), envelope_(std::move(envelope)) {}
+
+void EventRecord::Seal(std::uint64_t offset, std::uint64_t epoch) {
+  offset_ = offset;
+  AppendVarintField(envelope_, v1::EventEnvelope::kOffsetFieldNumber, offset);
+  AppendVarintField(envelope_, v1::EventEnvelope::kEpochFieldNumber, epoch);
+  SetPrefix();
+}
+
+void EventRecord::SetPrefix() {
   // ServerMessage.event is field 3, length-delimited.
   auto* bytes = reinterpret_cast<std::uint8_t*>(proto_prefix_.data());
   std::uint8_t* end = CodedOutputStream::WriteVarint32ToArray((3 << 3) | 2, bytes);
@@ -99,36 +116,39 @@ InMemoryEventLog::InMemoryEventLog(InMemoryEventLogOptions options)
 
 absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<v1::EventEnvelope* const> events) {
   if (events.empty()) return AppendReceipt{.first_offset = 0, .count = 0, .epoch = epoch_};
-  // Serialize outside the lock, without offset and epoch; under the lock those two fields are
-  // appended to the bytes (protobuf accepts fields in any order), so each event is serialized
-  // exactly once and the lock is held only for the bookkeeping.
+  // Everything that allocates or copies happens before the lock: each event is serialized once,
+  // without offset and epoch, into a buffer with room for both, and wrapped in its record. Under
+  // the lock each record gets its offset, the two fields are appended (protobuf accepts fields
+  // in any order; the reserved room means no reallocation), and the records join the window.
   // Inline storage: a command usually appends one event, and this runs for every command.
-  absl::InlinedVector<std::string, 2> bodies(events.size());
-  for (std::size_t i = 0; i < events.size(); ++i) {
-    events[i]->clear_offset();
-    events[i]->clear_epoch();
-    events[i]->SerializeToString(&bodies[i]);
+  absl::InlinedVector<std::shared_ptr<EventRecord>, 2> fresh;
+  fresh.reserve(events.size());
+  for (v1::EventEnvelope* event : events) {
+    event->clear_offset();
+    event->clear_epoch();
+    const std::size_t size = event->ByteSizeLong();
+    std::string body;
+    body.reserve(size + kPositionFieldsMaxBytes);
+    body.resize(size);
+    event->SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(body.data()));
+    fresh.push_back(
+        std::make_shared<EventRecord>(EventRecord::Unsealed{}, event->channel(), std::move(body)));
   }
-  absl::InlinedVector<Record, 2> appended;
-  appended.reserve(events.size());
+  absl::InlinedVector<Record, 2> appended(fresh.begin(), fresh.end());
+  absl::InlinedVector<Record, 2> expired;  // Released after the lock.
   AppendReceipt receipt{.first_offset = 0, .count = events.size(), .epoch = epoch_};
   mutex_.lock();
   receipt.first_offset = head_ + 1;
   for (std::size_t i = 0; i < events.size(); ++i) {
     const std::uint64_t offset = ++head_;
-    events[i]->set_offset(offset);
-    events[i]->set_epoch(epoch_);
-    AppendVarintField(bodies[i], v1::EventEnvelope::kOffsetFieldNumber, offset);
-    AppendVarintField(bodies[i], v1::EventEnvelope::kEpochFieldNumber, epoch_);
-    auto record =
-        std::make_shared<const EventRecord>(offset, events[i]->channel(), std::move(bodies[i]));
-    bytes_ += CostOf(*record);
-    records_.push_back(record);
-    appended.push_back(std::move(record));
+    fresh[i]->Seal(offset, epoch_);
+    bytes_ += CostOf(*fresh[i]);
+    records_.push_back(appended[i]);
   }
   while (!records_.empty() &&
          (records_.size() > options_.max_events || bytes_ > options_.max_bytes)) {
     bytes_ -= CostOf(*records_.front());
+    expired.push_back(std::move(records_.front()));
     records_.pop_front();
   }
   // Listeners see appends in offset order: the notification lock is taken before the log's
@@ -137,6 +157,10 @@ absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<v1::EventEnvelo
   mutex_.unlock();
   for (const Listener& listener : listeners_) listener(appended);
   notify_mutex_.unlock();
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    events[i]->set_offset(receipt.first_offset + i);
+    events[i]->set_epoch(epoch_);
+  }
   return receipt;
 }
 

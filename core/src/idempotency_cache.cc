@@ -15,6 +15,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
+#include "cqrs/core/adaptive_mutex.h"
 
 namespace cqrs {
 namespace {
@@ -53,7 +54,7 @@ struct IdempotencyCache::Table {
     std::shared_ptr<Entry> entry;
     std::size_t cost;
   };
-  mutable std::mutex mutex;
+  mutable AdaptiveMutex mutex;
   absl::flat_hash_map<absl::string_view, std::shared_ptr<Entry>> entries;
   std::deque<Remembered> fifo;  // Finished entries, oldest first.
   std::size_t bytes = 0;

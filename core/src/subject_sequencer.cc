@@ -12,6 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "absl/hash/hash.h"
+#include "cqrs/core/adaptive_mutex.h"
 
 namespace cqrs {
 
@@ -23,7 +24,7 @@ struct SubjectSequencer::Waiter {
 };
 
 struct SubjectSequencer::Shard {
-  std::mutex mutex;
+  AdaptiveMutex mutex;
   // Per subject with a command running: the commands waiting behind it, in arrival order
   // (usually none, so no allocation).
   absl::flat_hash_map<std::string, std::vector<std::shared_ptr<Waiter>>> queues;

@@ -3,6 +3,7 @@
 #include <random>
 #include <utility>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -76,43 +77,56 @@ absl::Status ValidateName(absl::string_view name) {
   return absl::OkStatus();
 }
 
+UserDirectory::Shard& UserDirectory::ShardOf(absl::string_view id) const {
+  return shards_[absl::HashOf(id) % kShards];
+}
+
 bool UserDirectory::Add(const std::string& id, std::string name) {
-  std::lock_guard lock(mutex_);
-  return names_.try_emplace(id, std::move(name)).second;
+  Shard& shard = ShardOf(id);
+  std::lock_guard lock(shard.mutex);
+  return shard.names.try_emplace(id, std::move(name)).second;
 }
 
 std::optional<std::string> UserDirectory::Rename(const std::string& id, std::string name) {
-  std::lock_guard lock(mutex_);
-  const auto it = names_.find(id);
-  if (it == names_.end()) return std::nullopt;
+  Shard& shard = ShardOf(id);
+  std::lock_guard lock(shard.mutex);
+  const auto it = shard.names.find(id);
+  if (it == shard.names.end()) return std::nullopt;
   std::swap(it->second, name);
   return name;
 }
 
 std::optional<std::string> UserDirectory::Remove(const std::string& id) {
-  std::lock_guard lock(mutex_);
-  const auto it = names_.find(id);
-  if (it == names_.end()) return std::nullopt;
+  Shard& shard = ShardOf(id);
+  std::lock_guard lock(shard.mutex);
+  const auto it = shard.names.find(id);
+  if (it == shard.names.end()) return std::nullopt;
   std::string name = std::move(it->second);
-  names_.erase(it);
+  shard.names.erase(it);
   return name;
 }
 
 bool UserDirectory::Contains(const std::string& id) const {
-  std::lock_guard lock(mutex_);
-  return names_.contains(id);
+  Shard& shard = ShardOf(id);
+  std::lock_guard lock(shard.mutex);
+  return shard.names.contains(id);
 }
 
 std::optional<std::string> UserDirectory::NameOf(const std::string& id) const {
-  std::lock_guard lock(mutex_);
-  const auto it = names_.find(id);
-  if (it == names_.end()) return std::nullopt;
+  Shard& shard = ShardOf(id);
+  std::lock_guard lock(shard.mutex);
+  const auto it = shard.names.find(id);
+  if (it == shard.names.end()) return std::nullopt;
   return it->second;
 }
 
 std::size_t UserDirectory::size() const {
-  std::lock_guard lock(mutex_);
-  return names_.size();
+  std::size_t size = 0;
+  for (std::size_t i = 0; i < kShards; ++i) {
+    std::lock_guard lock(shards_[i].mutex);
+    size += shards_[i].names.size();
+  }
+  return size;
 }
 
 absl::Status RegisterHandlers(cqrs::CommandRouter& router, UserDirectory& directory) {

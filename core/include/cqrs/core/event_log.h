@@ -29,6 +29,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "cqrs/core/adaptive_mutex.h"
 #include "cqrs/core/event_sink.h"
 
 namespace cqrs {
@@ -38,7 +39,15 @@ namespace cqrs {
 // from these bytes (proto: a short prefix before `envelope`; JSON: rendered once, on first use).
 class EventRecord {
  public:
+  // `envelope`: a serialized cqrs.v1.EventEnvelope whose offset field is `offset`.
   EventRecord(std::uint64_t offset, std::string channel, std::string envelope);
+  // For the log only (the key's constructor is private): `envelope` lacks offset and epoch and
+  // has room for them; the log adds both (Seal) before anyone else sees the record.
+  class Unsealed {
+    friend class InMemoryEventLog;
+    Unsealed() = default;
+  };
+  EventRecord(Unsealed, std::string channel, std::string envelope);
   EventRecord(const EventRecord&) = delete;
   EventRecord& operator=(const EventRecord&) = delete;
 
@@ -58,9 +67,13 @@ class EventRecord {
   const std::string& server_message_json() const;
 
  private:
-  const std::uint64_t offset_;
+  friend class InMemoryEventLog;
+  void Seal(std::uint64_t offset, std::uint64_t epoch);
+  void SetPrefix();
+
+  std::uint64_t offset_ = 0;  // Set once, before the record is shared.
   const std::string channel_;
-  const std::string envelope_;
+  std::string envelope_;  // Completed by Seal, before the record is shared.
   std::array<char, 8> proto_prefix_{};
   std::uint8_t proto_prefix_size_ = 0;
   mutable absl::once_flag json_once_;
@@ -114,11 +127,11 @@ class InMemoryEventLog final : public EventLog {
  private:
   const InMemoryEventLogOptions options_;
   const std::uint64_t epoch_;
-  mutable std::mutex mutex_;
+  mutable AdaptiveMutex mutex_;
   std::deque<Record> records_ ABSL_GUARDED_BY(mutex_);
   std::uint64_t head_ ABSL_GUARDED_BY(mutex_) = 0;
   std::size_t bytes_ ABSL_GUARDED_BY(mutex_) = 0;
-  std::mutex notify_mutex_;  // Orders listener calls; taken while holding mutex_.
+  AdaptiveMutex notify_mutex_;  // Orders listener calls; taken while holding mutex_.
   std::vector<Listener> listeners_;
 };
 

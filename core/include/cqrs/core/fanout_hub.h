@@ -28,6 +28,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/inlined_vector.h"
+#include "cqrs/core/adaptive_mutex.h"
 #include "cqrs/core/event_log.h"
 
 namespace cqrs {
@@ -106,9 +107,9 @@ class FanoutHub {
   void Publish(std::span<const EventLog::Record> appended);
 
   EventLog& log_;
-  mutable std::mutex tail_mutex_;
+  mutable AdaptiveMutex tail_mutex_;
   BatchPtr tail_ ABSL_GUARDED_BY(tail_mutex_);
-  std::mutex wakers_mutex_;
+  AdaptiveMutex wakers_mutex_;
   std::vector<std::pair<std::uint64_t, Waker>> wakers_ ABSL_GUARDED_BY(wakers_mutex_);
   std::uint64_t next_waker_id_ ABSL_GUARDED_BY(wakers_mutex_) = 1;
   std::atomic<std::uint64_t> published_{0};
