@@ -45,7 +45,7 @@ CommandProcessor::Admission::~Admission() { Abandon(); }
 void CommandProcessor::Admission::Abandon() {
   if (processor_ == nullptr || claim_.state() != IdempotencyCache::kNew) return;
   v1::CommandEnvelope command;
-  command.set_id(claim_.id());
+  command.set_id(std::string(claim_.id()));
   processor_->cache_.Finish(
       claim_,
       processor_->Refuse(command, absl::UnavailableError("the command was abandoned before it "

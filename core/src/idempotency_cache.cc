@@ -14,6 +14,7 @@
 #include <mutex>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/hash/hash.h"
 #include "cqrs/core/adaptive_mutex.h"
 
@@ -27,8 +28,22 @@ using Clock = std::chrono::steady_clock;
 }  // namespace
 
 struct IdempotencyCache::Entry {
-  explicit Entry(absl::string_view command_id) : id(command_id) {}
-  const std::string id;  // The map's key views it.
+  Entry(absl::string_view command_id, std::size_t id_hash) : hash(id_hash), size(command_id.size()) {
+    if (size <= sizeof inline_id) {
+      command_id.copy(inline_id, size);
+    } else {
+      long_id.assign(command_id.data(), size);
+    }
+  }
+  // The map's key views it. Ids up to 48 bytes (a UUID has 36) live in the entry itself.
+  absl::string_view id() const {
+    return size <= sizeof inline_id ? absl::string_view(inline_id, size) : long_id;
+  }
+
+  const std::size_t hash;  // Of the id: computed once, for the shard and the map.
+  const std::size_t size;
+  char inline_id[48];
+  std::string long_id;
   bool done = false;
   std::string bytes;  // The response, when it was handed over as bytes.
   Response shared;    // The response, when it was handed over shared.
@@ -43,34 +58,54 @@ IdempotencyCache::Response IdempotencyCache::ResponseOf(const std::shared_ptr<En
   return Response(entry, &entry->bytes);
 }
 
+namespace {
+
+// A map key that carries its hash: the id is hashed once per command (it picks the shard too),
+// and probes compare the stored hash before touching the id's bytes.
+struct Key {
+  absl::string_view id;
+  std::size_t hash;
+};
+struct KeyHash {
+  std::size_t operator()(const Key& key) const { return key.hash; }
+};
+struct KeyEq {
+  bool operator()(const Key& a, const Key& b) const { return a.hash == b.hash && a.id == b.id; }
+};
+
+}  // namespace
+
 // Ids are spread over independently locked shards (by hash), each with its own share of the
 // byte budget and its own oldest-first order: commands on different threads rarely contend, and
 // eviction is oldest-first per shard (ids hash uniformly, so nearly oldest-first overall). A
 // small budget gets a single shard, where the order is exact. The critical sections are one
-// hash lookup or insert and a FIFO push.
+// hash lookup or insert and a FIFO push; forgotten entries are released after the lock.
 struct IdempotencyCache::Table {
   struct Remembered {
     Clock::time_point expires;
     std::shared_ptr<Entry> entry;
     std::size_t cost;
   };
+  using Forgotten = absl::InlinedVector<std::shared_ptr<Entry>, 4>;
   mutable AdaptiveMutex mutex;
-  absl::flat_hash_map<absl::string_view, std::shared_ptr<Entry>> entries;
+  absl::flat_hash_map<Key, std::shared_ptr<Entry>, KeyHash, KeyEq> entries;
   std::deque<Remembered> fifo;  // Finished entries, oldest first.
   std::size_t bytes = 0;
   std::size_t max_bytes = 0;
 
-  void ForgetOldest() {
-    entries.erase(fifo.front().entry->id);
-    bytes -= fifo.front().cost;
+  void ForgetOldest(Forgotten& forgotten) {
+    Remembered& oldest = fifo.front();
+    entries.erase(Key{oldest.entry->id(), oldest.entry->hash});
+    bytes -= oldest.cost;
+    forgotten.push_back(std::move(oldest.entry));
     fifo.pop_front();
   }
-  void Expire(Clock::time_point now) {
-    while (!fifo.empty() && fifo.front().expires <= now) ForgetOldest();
+  void Expire(Clock::time_point now, Forgotten& forgotten) {
+    while (!fifo.empty() && fifo.front().expires <= now) ForgetOldest(forgotten);
   }
 };
 
-const std::string& IdempotencyCache::Claim::id() const { return entry_->id; }
+absl::string_view IdempotencyCache::Claim::id() const { return entry_->id(); }
 
 IdempotencyCache::IdempotencyCache(IdempotencyOptions options)
     : options_(options),
@@ -83,29 +118,31 @@ IdempotencyCache::IdempotencyCache(IdempotencyOptions options)
 
 IdempotencyCache::~IdempotencyCache() = default;
 
-IdempotencyCache::Table& IdempotencyCache::ShardOf(absl::string_view id) const {
-  return shards_[shard_count_ == 1 ? 0 : absl::HashOf(id) % shard_count_];
+IdempotencyCache::Table& IdempotencyCache::ShardOf(std::size_t hash) const {
+  // The map uses the hash's low bits for its probe groups; the high bits pick the shard.
+  return shards_[shard_count_ == 1 ? 0 : (hash >> 32) % shard_count_];
 }
 
 IdempotencyCache::Claim IdempotencyCache::Begin(absl::string_view id) {
   Claim claim;
   const auto now = Clock::now();
-  Table& state = ShardOf(id);
+  const std::size_t hash = absl::HashOf(id);
+  Table& state = ShardOf(hash);
+  Table::Forgotten forgotten;  // Released after the lock.
   std::lock_guard lock(state.mutex);
-  state.Expire(now);
-  const auto it = state.entries.find(id);
-  if (it == state.entries.end()) {
-    auto entry = std::make_shared<Entry>(id);
-    state.entries.emplace(entry->id, entry);
+  state.Expire(now, forgotten);
+  const auto [it, inserted] = state.entries.try_emplace(Key{id, hash}, nullptr);
+  if (inserted) {
+    auto entry = std::make_shared<Entry>(id, hash);
+    // The key must view the entry's copy of the id, which outlives the command's.
+    const_cast<Key&>(it->first).id = entry->id();
+    it->second = entry;
     claim.state_ = kNew;
     claim.entry_ = std::move(entry);
-  } else if (it->second->done) {
-    claim.state_ = kDone;
-    claim.response_ = ResponseOf(it->second);
-    claim.entry_ = it->second;
   } else {
-    claim.state_ = kRunning;
     claim.entry_ = it->second;
+    claim.state_ = claim.entry_->done ? kDone : kRunning;
+    if (claim.entry_->done) claim.response_ = ResponseOf(claim.entry_);
   }
   return claim;
 }
@@ -126,19 +163,20 @@ void IdempotencyCache::Publish(Claim& claim, bool remember) {
   decltype(Entry::waiters) waiters;
   const auto expires = Clock::now() + absl::ToChronoNanoseconds(options_.window);
   const Response response = ResponseOf(claim.entry_);
+  Table::Forgotten forgotten;  // Released after the lock.
   {
-    Table& state = ShardOf(claim.entry_->id);
-    std::lock_guard lock(state.mutex);
     Entry& entry = *claim.entry_;
+    Table& state = ShardOf(entry.hash);
+    std::lock_guard lock(state.mutex);
     entry.done = true;
     waiters.swap(entry.waiters);
-    const std::size_t cost = entry.id.size() + response->size() + kEntryOverhead;
+    const std::size_t cost = entry.size + response->size() + kEntryOverhead;
     if (remember && cost <= state.max_bytes) {
       state.fifo.push_back({expires, claim.entry_, cost});
       state.bytes += cost;
-      while (state.bytes > state.max_bytes) state.ForgetOldest();
+      while (state.bytes > state.max_bytes) state.ForgetOldest(forgotten);
     } else {
-      state.entries.erase(entry.id);
+      state.entries.erase(Key{entry.id(), entry.hash});
     }
   }
   claim.state_ = kDone;
@@ -157,7 +195,7 @@ Awaitable<IdempotencyCache::Response> IdempotencyCache::WaitFor(const Claim& cla
       [this, &claim, &executor](auto handler) {
         Response response;
         {
-          std::lock_guard lock(ShardOf(claim.entry_->id).mutex);
+          std::lock_guard lock(ShardOf(claim.entry_->hash).mutex);
           if (!claim.entry_->done) {
             claim.entry_->waiters.emplace_back(std::move(handler), executor);
             return;

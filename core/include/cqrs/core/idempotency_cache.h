@@ -50,7 +50,7 @@ class IdempotencyCache {
     State state() const { return state_; }
     // For kDone.
     const Response& response() const { return response_; }
-    const std::string& id() const;
+    absl::string_view id() const;
 
    private:
     friend class IdempotencyCache;
@@ -83,7 +83,7 @@ class IdempotencyCache {
  private:
   static Response ResponseOf(const std::shared_ptr<Entry>& entry);
   void Publish(Claim& claim, bool remember);
-  Table& ShardOf(absl::string_view id) const;
+  Table& ShardOf(std::size_t hash) const;
 
   static constexpr std::size_t kMaxShards = 16;
   static constexpr std::size_t kMinShardBytes = std::size_t{1} << 20;
