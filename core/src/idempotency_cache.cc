@@ -28,7 +28,8 @@ using Clock = std::chrono::steady_clock;
 }  // namespace
 
 struct IdempotencyCache::Entry {
-  Entry(absl::string_view command_id, std::size_t id_hash) : hash(id_hash), size(command_id.size()) {
+  Entry(absl::string_view command_id, std::size_t id_hash)
+      : hash(id_hash), size(command_id.size()) {
     if (size <= sizeof inline_id) {
       command_id.copy(inline_id, size);
     } else {
@@ -70,7 +71,11 @@ struct KeyHash {
   std::size_t operator()(const Key& key) const { return key.hash; }
 };
 struct KeyEq {
-  bool operator()(const Key& a, const Key& b) const { return a.hash == b.hash && a.id == b.id; }
+  bool operator()(const Key& a, const Key& b) const {
+    // Same bytes (an entry's own key, when it is forgotten): equal without reading them.
+    if (a.hash != b.hash || a.id.size() != b.id.size()) return false;
+    return a.id.data() == b.id.data() || a.id == b.id;
+  }
 };
 
 }  // namespace
@@ -85,6 +90,7 @@ struct IdempotencyCache::Table {
     Clock::time_point expires;
     std::shared_ptr<Entry> entry;
     std::size_t cost;
+    Key key;  // The entry's map key: forgetting it reads neither the entry nor its id.
   };
   using Forgotten = absl::InlinedVector<std::shared_ptr<Entry>, 4>;
   mutable AdaptiveMutex mutex;
@@ -95,7 +101,7 @@ struct IdempotencyCache::Table {
 
   void ForgetOldest(Forgotten& forgotten) {
     Remembered& oldest = fifo.front();
-    entries.erase(Key{oldest.entry->id(), oldest.entry->hash});
+    entries.erase(oldest.key);
     bytes -= oldest.cost;
     forgotten.push_back(std::move(oldest.entry));
     fifo.pop_front();
@@ -172,7 +178,7 @@ void IdempotencyCache::Publish(Claim& claim, bool remember) {
     waiters.swap(entry.waiters);
     const std::size_t cost = entry.size + response->size() + kEntryOverhead;
     if (remember && cost <= state.max_bytes) {
-      state.fifo.push_back({expires, claim.entry_, cost});
+      state.fifo.push_back({expires, claim.entry_, cost, Key{entry.id(), entry.hash}});
       state.bytes += cost;
       while (state.bytes > state.max_bytes) state.ForgetOldest(forgotten);
     } else {
