@@ -84,6 +84,7 @@ Awaitable<void> CommandSession::Run() {
   const auto remote = socket_.remote_endpoint(ec);
   peer_ = ec ? std::string("?") : absl::StrCat(remote.address().to_string(), ":", remote.port());
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  socket_.non_blocking(true, ec);  // WriteSome sends directly and waits only when it must.
 
   const auto& options = shared_.options;
   SetReadDeadline(Clock::now() + options.hello_timeout, "hello_timeout");
@@ -104,10 +105,13 @@ Awaitable<void> CommandSession::Run() {
     // Responses of handlers that finish during the batch leave together, in one write.
     batching_ = true;
     const bool go_on = DecodeBuffered(slot, any_frame);
+    const bool at_limit = in_flight_ >= options.max_in_flight;  // Frames may be left buffered.
     batching_ = false;
     Flush();
     if (!go_on) break;
     if (any_frame) frame_started_ = Clock::time_point::max();
+    // The flush wrote responses at once and freed room: decode what is still buffered.
+    if (at_limit && in_flight_ < options.max_in_flight) continue;
     if (in_flight_ >= options.max_in_flight) {
       // Backpressure: neither decode nor read until responses have been written.
       reading_paused_ = true;
@@ -419,28 +423,45 @@ void CommandSession::Flush() {
 }
 
 void CommandSession::WriteSome() {
-  // write_timeout bounds each step without progress, not the whole batch.
+  // Send right away (the socket is non-blocking): nearly every write completes here, with no
+  // asynchronous operation, no completion handler and no watchdog timer update. Only when the
+  // peer's window is full does the session wait for the socket to take more.
+  for (;;) {
+    const auto rest = writing_.data().subspan(written_);
+    boost::system::error_code ec;
+    const std::size_t n = socket_.write_some(asio::buffer(rest.data(), rest.size()), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+    if (ec) {
+      OnWriteFailed();
+      return;
+    }
+    written_ += n;
+    if (written_ == writing_.size()) {
+      OnWritten();
+      return;
+    }
+  }
+  // write_timeout bounds each wait without progress, not the whole batch.
   write_deadline_ = Clock::now() + shared_.options.write_timeout;
   if (write_deadline_ < watchdog_.expiry()) watchdog_.cancel();
-  const auto rest = writing_.data().subspan(written_);
-  // A plain callback, not a coroutine: the first send happens right here.
-  socket_.async_write_some(asio::buffer(rest.data(), rest.size()),
-                           [self = shared_from_this()](const boost::system::error_code& ec,
-                                                       std::size_t n) { self->OnWritten(ec, n); });
+  socket_.async_wait(asio::socket_base::wait_write,
+                     [self = shared_from_this()](const boost::system::error_code& ec) {
+                       self->write_deadline_ = Clock::time_point::max();
+                       if (ec) {
+                         self->OnWriteFailed();
+                       } else {
+                         self->WriteSome();
+                       }
+                     });
 }
 
-void CommandSession::OnWritten(const boost::system::error_code& ec, std::size_t n) {
-  if (ec) {
-    write_pending_ = false;
-    write_deadline_ = Clock::time_point::max();
-    ForceClose();
-    return;
-  }
-  written_ += n;
-  if (written_ < writing_.size()) {
-    WriteSome();
-    return;
-  }
+void CommandSession::OnWriteFailed() {
+  write_pending_ = false;
+  write_deadline_ = Clock::time_point::max();
+  ForceClose();
+}
+
+void CommandSession::OnWritten() {
   write_pending_ = false;
   write_deadline_ = Clock::time_point::max();
   writing_.Clear();

@@ -66,8 +66,11 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   // Starts writing what is queued unless a write is in progress; closes the connection once
   // everything is written after CloseAfterFlush.
   void Flush();
+  // Sends the rest of writing_, directly while the socket takes it.
   void WriteSome();
-  void OnWritten(const boost::system::error_code& ec, std::size_t n);
+  // writing_ has left completely / the connection failed.
+  void OnWritten();
+  void OnWriteFailed();
   void SetReadDeadline(Clock::time_point deadline, const char* reason);
   void UpdateReadDeadline();
 
