@@ -70,12 +70,20 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
 
   // --- completion -----------------------------------------------------------------------------
 
-  void Complete(absl::flat_hash_map<std::string, Pending>::iterator it, Result result) {
+  // Completes a Send. `now`: resume the sender right here (the reader delivering a response
+  // does so: one trip through the event loop less per command); otherwise the completion is
+  // posted, e.g. when failing many commands while iterating `pending`.
+  void Complete(absl::flat_hash_map<std::string, Pending>::iterator it, Result result,
+                bool now = false) {
     std::optional<Handler> handler = std::move(it->second.handler);
     deadlines.erase(it->second.deadline);
     pending.erase(it);
     if (!handler || !*handler) return;
     asio::get_associated_cancellation_slot(*handler).clear();
+    if (now) {
+      std::move(*handler)(std::move(result));
+      return;
+    }
     asio::post(ex, [handler = std::move(*handler), result = std::move(result)]() mutable {
       std::move(handler)(std::move(result));
     });
@@ -93,29 +101,57 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
       it->second.sent = false;
       return;
     }
-    Complete(it, std::move(response));
+    Complete(it, std::move(response), /*now=*/true);
   }
 
   // --- sending --------------------------------------------------------------------------------
 
   // Starts writing what is queued unless a write is in progress (then its completion does).
-  // A plain callback: the first send happens right here.
+  // The socket is non-blocking: the bytes are sent right here while it takes them, and only a
+  // full socket buffer waits (asynchronously) for room.
   void Flush() {
     if (write_pending || !connected || out.empty()) return;
     std::swap(out, writing);
     write_pending = true;
-    asio::async_write(socket, asio::buffer(writing.data().data(), writing.size()),
-                      [self = shared_from_this(), generation = connection](
-                          const boost::system::error_code& ec, std::size_t) {
-                        self->write_pending = false;
-                        self->writing.Clear();
-                        if (ec && generation == self->connection) {
-                          boost::system::error_code ignored;
-                          self->socket.close(ignored);  // The reader sees it and reconnects.
-                          return;
-                        }
-                        self->Flush();  // More queued meanwhile, or a newer connection's.
-                      });
+    written = 0;
+    WriteSome(connection);
+  }
+
+  void WriteSome(std::uint64_t generation) {
+    for (;;) {
+      const auto rest = writing.data().subspan(written);
+      boost::system::error_code ec;
+      const std::size_t n = socket.write_some(asio::buffer(rest.data(), rest.size()), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+      if (ec) {
+        OnWriteEnd(generation, ec);
+        return;
+      }
+      written += n;
+      if (written == writing.size()) {
+        OnWriteEnd(generation, ec);
+        return;
+      }
+    }
+    socket.async_wait(tcp::socket::wait_write, [self = shared_from_this(), generation](
+                                                   const boost::system::error_code& ec) {
+      if (ec || generation != self->connection) {
+        self->OnWriteEnd(generation, ec ? ec : asio::error::operation_aborted);
+      } else {
+        self->WriteSome(generation);
+      }
+    });
+  }
+
+  void OnWriteEnd(std::uint64_t generation, const boost::system::error_code& ec) {
+    write_pending = false;
+    writing.Clear();
+    if (ec && generation == connection) {
+      boost::system::error_code ignored;
+      socket.close(ignored);  // The reader sees it and reconnects.
+      return;
+    }
+    Flush();  // More queued meanwhile, or a newer connection's.
   }
 
   void Transmit(Pending& p) {
@@ -213,6 +249,7 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     }
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
+    socket.non_blocking(true, ignored);  // For Flush's direct writes.
     v1::Frame hello;
     hello.mutable_hello()->set_protocol_version(1);
     hello.mutable_hello()->set_client_name(options.client_name);
@@ -366,6 +403,7 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
   bool draining = false;
   bool closed = false;
   bool write_pending = false;
+  std::size_t written = 0;  // Bytes of `writing` already sent.
 };
 
 std::shared_ptr<CommandClient> CommandClient::Create(asio::any_io_executor executor,
