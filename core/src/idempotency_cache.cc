@@ -13,7 +13,7 @@
 #include <algorithm>
 #include <mutex>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/hash/hash.h"
 #include "cqrs/core/adaptive_mutex.h"
@@ -27,7 +27,7 @@ using Clock = std::chrono::steady_clock;
 
 }  // namespace
 
-struct IdempotencyCache::Entry {
+struct IdempotencyCache::Entry : std::enable_shared_from_this<IdempotencyCache::Entry> {
   Entry(absl::string_view command_id, std::size_t id_hash)
       : hash(id_hash), size(command_id.size()) {
     if (size <= sizeof inline_id) {
@@ -50,6 +50,7 @@ struct IdempotencyCache::Entry {
   Response shared;    // The response, when it was handed over shared.
   std::vector<std::pair<asio::any_completion_handler<void(Response)>, asio::any_io_executor>>
       waiters;
+  std::shared_ptr<Entry> self;  // Set while running (see Table).
 };
 
 IdempotencyCache::Response IdempotencyCache::ResponseOf(const std::shared_ptr<Entry>& entry) {
@@ -61,47 +62,62 @@ IdempotencyCache::Response IdempotencyCache::ResponseOf(const std::shared_ptr<En
 
 namespace {
 
-// A map key that carries its hash: the id is hashed once per command (it picks the shard too),
-// and probes compare the stored hash before touching the id's bytes.
-struct Key {
+// The id table holds bare entry pointers (8 bytes a slot, so that the table of a busy server
+// stays small enough for the caches) and is searched two ways, neither of which hashes again:
+// by id with the hash computed once per command (which also picks the shard), and by the
+// entry itself when it is forgotten (pointer identity: the cold entry is not read).
+struct ById {
   absl::string_view id;
   std::size_t hash;
 };
-struct KeyHash {
-  std::size_t operator()(const Key& key) const { return key.hash; }
-};
-struct KeyEq {
-  bool operator()(const Key& a, const Key& b) const {
-    // Same bytes (an entry's own key, when it is forgotten): equal without reading them.
-    if (a.hash != b.hash || a.id.size() != b.id.size()) return false;
-    return a.id.data() == b.id.data() || a.id == b.id;
-  }
+struct ByEntry {
+  const void* entry;
+  std::size_t hash;
 };
 
 }  // namespace
+
+struct IdempotencyCache::EntryHash {
+  using is_transparent = void;
+  std::size_t operator()(const Entry* entry) const { return entry->hash; }
+  std::size_t operator()(const ById& key) const { return key.hash; }
+  std::size_t operator()(const ByEntry& key) const { return key.hash; }
+};
+
+struct IdempotencyCache::EntryEq {
+  using is_transparent = void;
+  bool operator()(const Entry* a, const Entry* b) const { return a == b; }
+  bool operator()(const Entry* a, const ById& b) const {
+    return a->hash == b.hash && a->id() == b.id;
+  }
+  bool operator()(const ById& a, const Entry* b) const { return (*this)(b, a); }
+  bool operator()(const Entry* a, const ByEntry& b) const { return a == b.entry; }
+  bool operator()(const ByEntry& a, const Entry* b) const { return a.entry == b; }
+};
 
 // Ids are spread over independently locked shards (by hash), each with its own share of the
 // byte budget and its own oldest-first order: commands on different threads rarely contend, and
 // eviction is oldest-first per shard (ids hash uniformly, so nearly oldest-first overall). A
 // small budget gets a single shard, where the order is exact. The critical sections are one
 // hash lookup or insert and a FIFO push; forgotten entries are released after the lock.
+// Ownership: a running entry owns itself (`self`, so that the table never points at freed
+// memory even if a claim is dropped unfinished); a finished one is owned by its FIFO record.
 struct IdempotencyCache::Table {
   struct Remembered {
     Clock::time_point expires;
     std::shared_ptr<Entry> entry;
     std::size_t cost;
-    Key key;  // The entry's map key: forgetting it reads neither the entry nor its id.
   };
   using Forgotten = absl::InlinedVector<std::shared_ptr<Entry>, 4>;
   mutable AdaptiveMutex mutex;
-  absl::flat_hash_map<Key, std::shared_ptr<Entry>, KeyHash, KeyEq> entries;
+  absl::flat_hash_set<Entry*, EntryHash, EntryEq> entries;
   std::deque<Remembered> fifo;  // Finished entries, oldest first.
   std::size_t bytes = 0;
   std::size_t max_bytes = 0;
 
   void ForgetOldest(Forgotten& forgotten) {
     Remembered& oldest = fifo.front();
-    entries.erase(oldest.key);
+    entries.erase(ByEntry{oldest.entry.get(), oldest.entry->hash});
     bytes -= oldest.cost;
     forgotten.push_back(std::move(oldest.entry));
     fifo.pop_front();
@@ -137,18 +153,22 @@ IdempotencyCache::Claim IdempotencyCache::Begin(absl::string_view id) {
   Table::Forgotten forgotten;  // Released after the lock.
   std::lock_guard lock(state.mutex);
   state.Expire(now, forgotten);
-  const auto [it, inserted] = state.entries.try_emplace(Key{id, hash}, nullptr);
-  if (inserted) {
+  bool inserted = false;
+  const auto it = state.entries.lazy_emplace(ById{id, hash}, [&](const auto& construct) {
     auto entry = std::make_shared<Entry>(id, hash);
-    // The key must view the entry's copy of the id, which outlives the command's.
-    const_cast<Key&>(it->first).id = entry->id();
-    it->second = entry;
-    claim.state_ = kNew;
+    entry->self = entry;
+    construct(entry.get());
     claim.entry_ = std::move(entry);
+    inserted = true;
+  });
+  if (inserted) {
+    claim.state_ = kNew;
   } else {
-    claim.entry_ = it->second;
-    claim.state_ = claim.entry_->done ? kDone : kRunning;
-    if (claim.entry_->done) claim.response_ = ResponseOf(claim.entry_);
+    Entry* entry = *it;
+    claim.state_ = entry->done ? kDone : kRunning;
+    // Owned by itself while running, by its FIFO record once finished.
+    claim.entry_ = entry->shared_from_this();
+    if (entry->done) claim.response_ = ResponseOf(claim.entry_);
   }
   return claim;
 }
@@ -177,12 +197,14 @@ void IdempotencyCache::Publish(Claim& claim, bool remember) {
     entry.done = true;
     waiters.swap(entry.waiters);
     const std::size_t cost = entry.size + response->size() + kEntryOverhead;
+    std::shared_ptr<Entry> owner = std::move(entry.self);
     if (remember && cost <= state.max_bytes) {
-      state.fifo.push_back({expires, claim.entry_, cost, Key{entry.id(), entry.hash}});
+      state.fifo.push_back({expires, std::move(owner), cost});
       state.bytes += cost;
       while (state.bytes > state.max_bytes) state.ForgetOldest(forgotten);
     } else {
-      state.entries.erase(Key{entry.id(), entry.hash});
+      state.entries.erase(ByEntry{&entry, entry.hash});
+      forgotten.push_back(std::move(owner));
     }
   }
   claim.state_ = kDone;

@@ -81,7 +81,7 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     if (!handler || !*handler) return;
     asio::get_associated_cancellation_slot(*handler).clear();
     if (now) {
-      std::move(*handler)(std::move(result));
+      std::move (*handler)(std::move(result));
       return;
     }
     asio::post(ex, [handler = std::move(*handler), result = std::move(result)]() mutable {
@@ -133,14 +133,14 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
         return;
       }
     }
-    socket.async_wait(tcp::socket::wait_write, [self = shared_from_this(), generation](
-                                                   const boost::system::error_code& ec) {
-      if (ec || generation != self->connection) {
-        self->OnWriteEnd(generation, ec ? ec : asio::error::operation_aborted);
-      } else {
-        self->WriteSome(generation);
-      }
-    });
+    socket.async_wait(tcp::socket::wait_write,
+                      [self = shared_from_this(), generation](const boost::system::error_code& ec) {
+                        if (ec || generation != self->connection) {
+                          self->OnWriteEnd(generation, ec ? ec : asio::error::operation_aborted);
+                        } else {
+                          self->WriteSome(generation);
+                        }
+                      });
   }
 
   void OnWriteEnd(std::uint64_t generation, const boost::system::error_code& ec) {

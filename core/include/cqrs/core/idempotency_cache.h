@@ -38,6 +38,8 @@ struct IdempotencyOptions {
 
 class IdempotencyCache {
   struct Entry;
+  struct EntryHash;
+  struct EntryEq;
   struct Table;
 
  public:
