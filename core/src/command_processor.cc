@@ -80,7 +80,8 @@ Awaitable<CommandProcessor::Response> CommandProcessor::Run(Admission& admission
         break;
     }
   }
-  co_await sequencer_.Wait(admission.turn_);
+  // Usually the subject is free (or there is none): then no coroutine is started for the wait.
+  if (admission.turn_.must_wait()) co_await sequencer_.Wait(admission.turn_);
   auto* response = google::protobuf::Arena::CreateMessage<v1::CommandResponseEnvelope>(arena);
   {
     CommandContext ctx(command, arena, &router_.service());

@@ -39,6 +39,8 @@ class SubjectSequencer {
     Turn& operator=(Turn&& other) noexcept;
     ~Turn() { Release(); }
     void Release();
+    // False when the turn was granted at Enter (nothing to Wait for).
+    bool must_wait() const { return waiter_ != nullptr; }
 
    private:
     friend class SubjectSequencer;
