@@ -138,7 +138,17 @@ IdempotencyCache::IdempotencyCache(IdempotencyOptions options)
   }
 }
 
-IdempotencyCache::~IdempotencyCache() = default;
+IdempotencyCache::~IdempotencyCache() {
+  // Entries whose claim was never finished still own themselves: release them (a claim that is
+  // still held keeps its entry alive).
+  for (std::size_t i = 0; i < shard_count_; ++i) {
+    std::vector<std::shared_ptr<Entry>> running;
+    for (Entry* entry : shards_[i].entries) {
+      if (entry->self != nullptr) running.push_back(std::move(entry->self));
+    }
+    shards_[i].entries.clear();
+  }
+}
 
 IdempotencyCache::Table& IdempotencyCache::ShardOf(std::size_t hash) const {
   // The map uses the hash's low bits for its probe groups; the high bits pick the shard.
