@@ -493,6 +493,10 @@ Awaitable<void> CommandSession::Watchdog() {
       Log(LogLevel::kWarning,
           absl::StrCat("session ", id_, " (", peer_, "): no write progress within write_timeout=",
                        shared_.options.write_timeout.count(), "ms; closing"));
+      // Reset rather than close: unsent responses would otherwise keep the socket (and its
+      // buffer) alive in the kernel for as long as the peer keeps not reading.
+      boost::system::error_code ignored;
+      socket_.set_option(asio::socket_base::linger(true, 0), ignored);
       ForceClose();
       break;
     }

@@ -806,6 +806,51 @@ TEST_F(CommandServerTest, MaxInFlightHoldsForABurstInOneWrite) {
   EXPECT_LE(service_.handlers.max_gated_running(), 4);
 }
 
+// Responses to a peer that falls behind wait in the server (its writes find the socket full)
+// and all arrive, in order, once the peer reads. 20,000 responses are ~4 MB: far more than the
+// 4 KiB receive buffer and the server's send buffer hold.
+TEST_F(CommandServerTest, ResponsesWaitForAPeerThatFallsBehind) {
+  constexpr int kCommands = 20'000;
+  StartServer({.max_in_flight = 100'000});
+  RawPeer peer;
+  peer.set_receive_buffer(4096);
+  ASSERT_NO_FATAL_FAILURE(Connect(peer));
+  std::vector<v1::Frame> burst;
+  for (int i = 0; i < kCommands; ++i) {
+    burst.push_back(EchoFrame(absl::StrCat("echo-", i), "", absl::StrCat("value-", i)));
+  }
+  ASSERT_TRUE(peer.Send(burst).ok());  // Not reading meanwhile: the server's writes back up.
+  for (int i = 0; i < kCommands; ++i) {
+    auto response = peer.ReadResponse(kWait);
+    ASSERT_TRUE(response.ok()) << "response " << i << ": " << response.status();
+    ASSERT_EQ(response->command_id(), absl::StrCat("echo-", i));
+    ASSERT_EQ(ReplyText(*response), absl::StrCat("value-", i));
+  }
+}
+
+// A peer that stops reading is closed once the server's writes make no progress for
+// write_timeout; other connections are not affected.
+TEST_F(CommandServerTest, WriteTimeoutClosesAPeerThatStopsReading) {
+  constexpr int kCommands = 20'000;
+  StartServer({.max_in_flight = 100'000, .write_timeout = kShortTimeout});
+  RawPeer stalled;
+  stalled.set_receive_buffer(4096);
+  ASSERT_NO_FATAL_FAILURE(Connect(stalled));
+  RawPeer healthy;
+  ASSERT_NO_FATAL_FAILURE(Connect(healthy));
+  std::vector<v1::Frame> burst;
+  for (int i = 0; i < kCommands; ++i) {
+    burst.push_back(EchoFrame(absl::StrCat("echo-", i), "", "x"));
+  }
+  // The server may already close the connection while this is being sent.
+  (void)stalled.Send(burst);
+  EXPECT_TRUE(stalled.WaitForHangup(kWait).ok());
+  EXPECT_EQ(service_.server().stats().connections_open, 1u);
+  const Response response = RoundTrip(healthy, EchoFrame("after", "", "still here"));
+  EXPECT_EQ(response.status(), Response::OK);
+  EXPECT_EQ(ReplyText(response), "still here");
+}
+
 TEST_F(CommandServerTest, MaxConnectionsRefusesTheNextUntilOneCloses) {
   // One loop thread: the closed session is gone before the next accept is handled.
   StartServer({.threads = 1, .max_connections = 2});

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -36,6 +37,9 @@ absl::Status RawPeer::Connect(std::uint16_t port) {
   Close();
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd_ < 0) return absl::InternalError(absl::StrCat("socket: ", Errno(errno)));
+  if (receive_buffer_ > 0) {
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer_, sizeof receive_buffer_);
+  }
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(port);
@@ -179,6 +183,25 @@ absl::Status RawPeer::PingPong(std::uint64_t nonce, std::chrono::milliseconds ti
         absl::StrCat("expected Pong{nonce: ", nonce, "}, got ", Describe(*frame)));
   }
   return absl::OkStatus();
+}
+
+absl::Status RawPeer::WaitForHangup(std::chrono::milliseconds timeout) {
+  if (fd_ < 0) return absl::FailedPreconditionError("not connected");
+  // No events asked for: poll reports only POLLERR and POLLHUP, which it always reports.
+  pollfd entry{.fd = fd_, .events = 0, .revents = 0};
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("the connection was not closed within ", timeout.count(), "ms"));
+    }
+    const int ready = ::poll(&entry, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return absl::InternalError(absl::StrCat("poll: ", Errno(errno)));
+    if (ready > 0 && (entry.revents & (POLLERR | POLLHUP)) != 0) return absl::OkStatus();
+  }
 }
 
 void RawPeer::ShutdownSend() {

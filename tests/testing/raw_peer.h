@@ -41,6 +41,9 @@ class RawPeer {
 
   // Connects to 127.0.0.1:`port`. kUnavailable (with errno's text) when refused.
   absl::Status Connect(std::uint16_t port);
+  // A small receive buffer (SO_RCVBUF, applied by the next Connect) makes the server's writes
+  // fill up after a few KiB when this peer does not read. 0: the system's default.
+  void set_receive_buffer(int bytes) { receive_buffer_ = bytes; }
   // Sends Hello{version 1, auth_token} and returns the server's HelloAck; kFailedPrecondition
   // naming the frame when the server answers with anything else (e.g. an Error).
   absl::StatusOr<v1::HelloAck> Handshake(std::string auth_token = "");
@@ -67,6 +70,11 @@ class RawPeer {
   // that the server has handled every frame sent before it.
   absl::Status PingPong(std::uint64_t nonce, std::chrono::milliseconds timeout = kReadTimeout);
 
+  // OK once the connection is reset or hung up by the server (e.g. it closed with data of ours
+  // unread or its responses unsent), whatever is still unread; kDeadlineExceeded otherwise.
+  // Reads nothing.
+  absl::Status WaitForHangup(std::chrono::milliseconds timeout = kReadTimeout);
+
   // Half-closes the sending side (the server sees EOF).
   void ShutdownSend();
   void Close();
@@ -74,6 +82,7 @@ class RawPeer {
 
  private:
   int fd_ = -1;
+  int receive_buffer_ = 0;
   net::FrameDecoder decoder_;
   bool eof_ = false;
   std::string eof_reason_;
