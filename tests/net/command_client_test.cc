@@ -221,6 +221,58 @@ TEST_F(CommandClientTest, ReconnectsAndResendsUnansweredCommandsWithTheirIds) {
   testing::Drain(io_);
 }
 
+// --- writing more than the socket takes -----------------------------------------------------
+
+struct BurstRun {
+  std::vector<SendOptions> options;
+  std::vector<std::optional<Result>> results;
+};
+
+// Sends `count` echo commands of `value_bytes` each at once and waits for every answer.
+Awaitable<void> BurstScenario(CommandClient* client, int count, std::size_t value_bytes,
+                              BurstRun* run) {
+  std::vector<StringValue> commands(static_cast<std::size_t>(count));
+  run->options.resize(commands.size());
+  run->results.resize(commands.size());
+  testing::Counter done;
+  auto executor = co_await asio::this_coro::executor;
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    std::string value = absl::StrCat("burst-", i, "-");
+    value.resize(value_bytes, 'x');
+    commands[i] = testing::EchoCommand(std::move(value));
+    run->options[i].id = absl::StrCat("burst-", i);
+    run->options[i].timeout = kWait;
+    asio::co_spawn(executor,
+                   SendInto(client, &commands[i], &run->options[i], &run->results[i], &done),
+                   asio::detached);
+  }
+  co_await done.Reached(static_cast<std::uint64_t>(count));
+}
+
+// 4,000 commands of 4 KiB (16 MB) queued at once to a server that takes 4 at a time: the
+// client's writes fill the socket buffers (a few MB on loopback), wait for room and go on;
+// every command is answered.
+TEST_F(CommandClientTest, WritesMoreThanTheSocketTakesAndEveryCommandIsAnswered) {
+  constexpr int kCommands = 4'000;
+  constexpr std::size_t kValueBytes = 4096;
+  StartServer({.max_in_flight = 4});
+  CommandClient* client = MakeClient(service_.port());
+  BurstRun run;
+  testing::Run(io_, BurstScenario(client, kCommands, kValueBytes, &run), kWait);
+  for (int i = 0; i < kCommands; ++i) {
+    const std::string id = absl::StrCat("burst-", i);
+    ASSERT_TRUE(run.results[i].has_value()) << id;
+    const Result& result = *run.results[i];
+    ASSERT_TRUE(result.ok()) << id << ": " << result.status();
+    ASSERT_EQ(result->status(), Response::OK) << result->ShortDebugString();
+    ASSERT_EQ(result->command_id(), id);
+    ASSERT_EQ(ReplyText(*result).size(), kValueBytes);
+    ASSERT_TRUE(ReplyText(*result).starts_with(absl::StrCat(id, "-"))) << id;
+  }
+  EXPECT_EQ(client->stats().connects, 1u);
+  EXPECT_EQ(client->stats().pending, 0u);
+}
+
 // --- deadlines ------------------------------------------------------------------------------
 
 struct DeadlineRun {
