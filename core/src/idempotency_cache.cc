@@ -21,8 +21,6 @@
 namespace cqrs {
 namespace {
 
-// Map slot, FIFO slot, entry and control blocks: a fair estimate per remembered id.
-constexpr std::size_t kEntryOverhead = 160;
 using Clock = std::chrono::steady_clock;
 
 }  // namespace
@@ -107,7 +105,11 @@ struct IdempotencyCache::Table {
     Clock::time_point expires;
     std::shared_ptr<Entry> entry;
     std::size_t cost;
+    std::size_t hash;  // The entry's: forgetting it reads neither the entry nor its id.
   };
+  // What a remembered id costs besides its response bytes (and an id too long to live in its
+  // entry): the entry with its shared_ptr control block, its FIFO record and its table slot.
+  static constexpr std::size_t kOverhead = sizeof(Entry) + 16 + sizeof(Remembered) + 16;
   using Forgotten = absl::InlinedVector<std::shared_ptr<Entry>, 4>;
   mutable AdaptiveMutex mutex;
   absl::flat_hash_set<Entry*, EntryHash, EntryEq> entries;
@@ -117,7 +119,7 @@ struct IdempotencyCache::Table {
 
   void ForgetOldest(Forgotten& forgotten) {
     Remembered& oldest = fifo.front();
-    entries.erase(ByEntry{oldest.entry.get(), oldest.entry->hash});
+    entries.erase(ByEntry{oldest.entry.get(), oldest.hash});
     bytes -= oldest.cost;
     forgotten.push_back(std::move(oldest.entry));
     fifo.pop_front();
@@ -206,10 +208,10 @@ void IdempotencyCache::Publish(Claim& claim, bool remember) {
     std::lock_guard lock(state.mutex);
     entry.done = true;
     waiters.swap(entry.waiters);
-    const std::size_t cost = entry.size + response->size() + kEntryOverhead;
+    const std::size_t cost = response->size() + Table::kOverhead + entry.long_id.size();
     std::shared_ptr<Entry> owner = std::move(entry.self);
     if (remember && cost <= state.max_bytes) {
-      state.fifo.push_back({expires, std::move(owner), cost});
+      state.fifo.push_back({expires, std::move(owner), cost, entry.hash});
       state.bytes += cost;
       while (state.bytes > state.max_bytes) state.ForgetOldest(forgotten);
     } else {
