@@ -144,14 +144,24 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void OnWriteEnd(std::uint64_t generation, const boost::system::error_code& ec) {
-    write_pending = false;
     writing.Clear();
     if (ec && generation == connection) {
+      write_pending = false;
       boost::system::error_code ignored;
       socket.close(ignored);  // The reader sees it and reconnects.
       return;
     }
-    Flush();  // More queued meanwhile, or a newer connection's.
+    if (ec) {
+      write_pending = false;
+      Flush();  // A newer connection's.
+      return;
+    }
+    // Sent. Commands that other coroutines queue during this turn of the event loop leave
+    // together, in one write, once it ends (the first command waited for nobody).
+    asio::post(ex, [self = shared_from_this()] {
+      self->write_pending = false;
+      self->Flush();
+    });
   }
 
   void Transmit(Pending& p) {
