@@ -23,6 +23,7 @@
 #include "absl/time/clock.h"
 #include "cqrs/core/log.h"
 #include "cqrs/core/time_util.h"
+#include "direct_write.h"
 
 namespace cqrs::net {
 namespace {
@@ -118,20 +119,14 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void WriteSome(std::uint64_t generation) {
-    for (;;) {
-      const auto rest = writing.data().subspan(written);
-      boost::system::error_code ec;
-      const std::size_t n = socket.write_some(asio::buffer(rest.data(), rest.size()), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) break;
-      if (ec) {
-        OnWriteEnd(generation, ec);
+    boost::system::error_code error;
+    switch (internal::WriteDirectly(socket, writing.data(), &written, &error)) {
+      case internal::DirectWrite::kDone:
+      case internal::DirectWrite::kFailed:
+        OnWriteEnd(generation, error);
         return;
-      }
-      written += n;
-      if (written == writing.size()) {
-        OnWriteEnd(generation, ec);
-        return;
-      }
+      case internal::DirectWrite::kWouldBlock:
+        break;
     }
     socket.async_wait(tcp::socket::wait_write,
                       [self = shared_from_this(), generation](const boost::system::error_code& ec) {

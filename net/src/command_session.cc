@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "cqrs/core/log.h"
 #include "cqrs/core/time_util.h"
+#include "direct_write.h"
 #include "server_shared.h"
 
 namespace cqrs::net::internal {
@@ -424,22 +425,18 @@ void CommandSession::Flush() {
 
 void CommandSession::WriteSome() {
   // Send right away (the socket is non-blocking): nearly every write completes here, with no
-  // asynchronous operation, no completion handler and no watchdog timer update. Only when the
-  // peer's window is full does the session wait for the socket to take more.
-  for (;;) {
-    const auto rest = writing_.data().subspan(written_);
-    boost::system::error_code ec;
-    const std::size_t n = socket_.write_some(asio::buffer(rest.data(), rest.size()), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) break;
-    if (ec) {
-      OnWriteFailed();
-      return;
-    }
-    written_ += n;
-    if (written_ == writing_.size()) {
+  // watchdog timer update. Only when the peer's window is full does the session wait for the
+  // socket to take more.
+  boost::system::error_code error;
+  switch (WriteDirectly(socket_, writing_.data(), &written_, &error)) {
+    case DirectWrite::kDone:
       OnWritten();
       return;
-    }
+    case DirectWrite::kFailed:
+      OnWriteFailed();
+      return;
+    case DirectWrite::kWouldBlock:
+      break;
   }
   // write_timeout bounds each wait without progress, not the whole batch.
   write_deadline_ = Clock::now() + shared_.options.write_timeout;

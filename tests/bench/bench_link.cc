@@ -93,10 +93,14 @@ std::string CommandId(std::uint32_t run, std::uint16_t stream, std::uint16_t met
                          sequence & 0xffffffffffffULL);
 }
 
-bool SequenceOf(std::string_view id, std::uint64_t* sequence) {
+namespace {
+
+// The lowercase hex digits id[begin, end) of a bench command id as a number; false when the id
+// is not one of ours or a digit is not hex.
+bool HexField(std::string_view id, std::size_t begin, std::size_t end, std::uint64_t* out) {
   if (id.size() != kIdBytes) return false;
   std::uint64_t value = 0;
-  for (std::size_t i = kSequenceOffset; i < kIdBytes; ++i) {
+  for (std::size_t i = begin; i < end; ++i) {
     const char c = id[i];
     int digit;
     if (c >= '0' && c <= '9') {
@@ -108,27 +112,21 @@ bool SequenceOf(std::string_view id, std::uint64_t* sequence) {
     }
     value = (value << 4) | static_cast<std::uint64_t>(digit);
   }
-  *sequence = value;
+  *out = value;
   return true;
+}
+
+}  // namespace
+
+bool SequenceOf(std::string_view id, std::uint64_t* sequence) {
+  return HexField(id, kSequenceOffset, kIdBytes, sequence);
 }
 
 bool StreamOf(std::string_view id, std::uint16_t* stream) {
   constexpr std::size_t kStreamOffset = 9;  // "pppppppp-ssss-..."
-  if (id.size() != kIdBytes) return false;
-  std::uint16_t value = 0;
-  for (std::size_t i = kStreamOffset; i < kStreamOffset + 4; ++i) {
-    const char c = id[i];
-    int digit;
-    if (c >= '0' && c <= '9') {
-      digit = c - '0';
-    } else if (c >= 'a' && c <= 'f') {
-      digit = c - 'a' + 10;
-    } else {
-      return false;
-    }
-    value = static_cast<std::uint16_t>((value << 4) | digit);
-  }
-  *stream = value;
+  std::uint64_t value = 0;
+  if (!HexField(id, kStreamOffset, kStreamOffset + 4, &value)) return false;
+  *stream = static_cast<std::uint16_t>(value);
   return true;
 }
 
