@@ -23,7 +23,7 @@
 #include "absl/time/clock.h"
 #include "cqrs/core/log.h"
 #include "cqrs/core/time_util.h"
-#include "direct_write.h"
+#include "socket_util.h"
 
 namespace cqrs::net {
 namespace {

@@ -24,6 +24,7 @@
 #include "command_session.h"
 #include "cqrs/core/log.h"
 #include "server_shared.h"
+#include "socket_util.h"
 
 namespace cqrs::net {
 
@@ -59,11 +60,7 @@ class CommandServer::Impl {
           absl::StrCat("address '", options.address, "' is not an IP address: ", ec.message()));
     }
     acceptor_.emplace(*contexts_[0]);
-    const tcp::endpoint endpoint(address, options.port);
-    acceptor_->open(endpoint.protocol(), ec);
-    if (!ec) acceptor_->set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) acceptor_->bind(endpoint, ec);
-    if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+    ec = internal::Listen(*acceptor_, tcp::endpoint(address, options.port));
     if (ec) {
       return absl::UnavailableError(absl::StrCat("cannot listen on ", options.address, ":",
                                                  options.port, ": ", ec.message()));

@@ -21,8 +21,8 @@
 #include "absl/time/clock.h"
 #include "cqrs/core/log.h"
 #include "cqrs/core/time_util.h"
-#include "direct_write.h"
 #include "server_shared.h"
+#include "socket_util.h"
 
 namespace cqrs::net::internal {
 namespace {

@@ -17,6 +17,7 @@
 #include "cqrs/core/log.h"
 #include "gateway_internal.h"
 #include "gateway_subscriber.h"
+#include "socket_util.h"
 
 namespace cqrs::net {
 
@@ -153,11 +154,7 @@ class EventGateway::Impl {
       guards_.emplace_back(shards_.back()->io().get_executor());
     }
     acceptor_.emplace(shards_[0]->io());
-    const tcp::endpoint endpoint(address, options.port);
-    acceptor_->open(endpoint.protocol(), ec);
-    if (!ec) acceptor_->set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) acceptor_->bind(endpoint, ec);
-    if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+    ec = internal::Listen(*acceptor_, tcp::endpoint(address, options.port));
     if (ec) {
       acceptor_.reset();
       guards_.clear();

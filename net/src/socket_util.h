@@ -1,7 +1,7 @@
-// Private: sending on a non-blocking socket without an asynchronous operation.
+// Private: socket helpers shared by the command server, the client and the event gateway.
 
-#ifndef CQRS_NET_SRC_DIRECT_WRITE_H_
-#define CQRS_NET_SRC_DIRECT_WRITE_H_
+#ifndef CQRS_NET_SRC_SOCKET_UTIL_H_
+#define CQRS_NET_SRC_SOCKET_UTIL_H_
 
 #include <cstddef>
 #include <span>
@@ -40,6 +40,17 @@ inline DirectWrite WriteDirectly(asio::ip::tcp::socket& socket, std::span<const 
   return DirectWrite::kDone;
 }
 
+// Opens, binds (with SO_REUSEADDR) and listens on `endpoint`; the first error, if any.
+inline boost::system::error_code Listen(asio::ip::tcp::acceptor& acceptor,
+                                        const asio::ip::tcp::endpoint& endpoint) {
+  boost::system::error_code ec;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  return ec;
+}
+
 }  // namespace cqrs::net::internal
 
-#endif  // CQRS_NET_SRC_DIRECT_WRITE_H_
+#endif  // CQRS_NET_SRC_SOCKET_UTIL_H_
