@@ -13,6 +13,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
@@ -45,6 +46,7 @@ const char* KindName(const v1::Frame& frame) {
 struct CommandSession::Slot {
   Slot() : arena(Options(block, sizeof block)) { Reset(); }
   void Reset() {
+    admission = {};
     arena.Reset();
     frame = google::protobuf::Arena::CreateMessage<v1::Frame>(&arena);
   }
@@ -58,6 +60,7 @@ struct CommandSession::Slot {
   alignas(16) char block[8192];
   google::protobuf::Arena arena;
   v1::Frame* frame = nullptr;
+  CommandProcessor::Admission admission;
   // Cancels the running command when its deadline passes (see Watchdog).
   asio::cancellation_signal cancel;
   std::optional<std::multimap<Clock::time_point, Slot*>::iterator> deadline;
@@ -99,13 +102,12 @@ Awaitable<void> CommandSession::Run() {
   };
   asio::co_spawn(socket_.get_executor(), Watchdog(), log_crash);
 
-  std::unique_ptr<Slot> slot;
   while (!closed_ && !close_after_flush_) {
     // Decode what is buffered first: frames left over when the in-flight limit stopped us.
     bool any_frame = false;
     // Responses of handlers that finish during the batch leave together, in one write.
     batching_ = true;
-    const bool go_on = DecodeBuffered(slot, any_frame);
+    const bool go_on = DecodeBuffered(any_frame);
     const bool at_limit = in_flight_ >= options.max_in_flight;  // Frames may be left buffered.
     batching_ = false;
     Flush();
@@ -139,6 +141,10 @@ Awaitable<void> CommandSession::Run() {
     decoder_.Commit(n);
   }
   reader_done_ = true;
+  if (next_.resume) parked_.emplace_back(next_.slot, std::move(next_.resume));
+  next_.slot = nullptr;
+  next_.owned.reset();
+  if (closed_) EndParkedRunners();  // Otherwise ForceClose does, later.
   // The peer closed its side or we stopped reading: let in-flight commands answer, then close.
   if (in_flight_ == 0 && !closed_) CloseAfterFlush();
   if (closed_ || !close_after_flush_) co_return;
@@ -154,19 +160,19 @@ Awaitable<void> CommandSession::Run() {
   if (!write_pending_ && out_.empty()) ForceClose();
 }
 
-bool CommandSession::DecodeBuffered(std::unique_ptr<Slot>& slot, bool& any_frame) {
+bool CommandSession::DecodeBuffered(bool& any_frame) {
   const auto max_in_flight = shared_.options.max_in_flight;
   while (!close_after_flush_ && !closed_ && in_flight_ < max_in_flight) {
-    if (!slot) slot = TakeSlot();
-    const DecodeResult result = decoder_.Next(*slot->frame);
+    if (next_.slot == nullptr) TakeSlot();
+    const DecodeResult result = decoder_.Next(*next_.slot->frame);
     if (result == DecodeResult::kNeedMore) return true;
     if (result == DecodeResult::kFrame) {
       any_frame = true;
-      if (!OnFrame(slot)) return false;
-      if (slot) slot->Reset();
+      if (!OnFrame()) return false;
+      if (next_.slot != nullptr) next_.slot->Reset();  // Not a command: the slot stays ours.
       continue;
     }
-    slot->Reset();
+    next_.slot->Reset();
     const std::string message(decoder_.error().message());
     if (result == DecodeResult::kTooLarge) {
       SendError(v1::Error::FRAME_TOO_LARGE, message, /*fatal=*/true);
@@ -179,21 +185,44 @@ bool CommandSession::DecodeBuffered(std::unique_ptr<Slot>& slot, bool& any_frame
   return !close_after_flush_ && !closed_;
 }
 
-std::unique_ptr<CommandSession::Slot> CommandSession::TakeSlot() {
-  if (spare_slots_.empty()) return std::make_unique<Slot>();
-  auto slot = std::move(spare_slots_.back());
-  spare_slots_.pop_back();
-  return slot;
+void CommandSession::TakeSlot() {
+  if (!parked_.empty()) {
+    next_.slot = parked_.back().first;
+    next_.resume.swap(parked_.back().second);
+    parked_.pop_back();
+    return;
+  }
+  next_.owned = std::make_unique<Slot>();
+  next_.slot = next_.owned.get();
 }
 
-void CommandSession::ReturnSlot(std::unique_ptr<Slot> slot) {
-  if (spare_slots_.size() >= kSpareSlots) return;
-  slot->Reset();
-  spare_slots_.push_back(std::move(slot));
+void CommandSession::StartCommand() {
+  Slot* slot = std::exchange(next_.slot, nullptr);
+  if (next_.resume) {
+    Resume resume;
+    resume.swap(next_.resume);
+    // Runs the command here, until it completes or first suspends.
+    std::move(resume)(true);
+    return;
+  }
+  // The runner's completion owns the slot: its cancellation signal must outlive the coroutine.
+  asio::co_spawn(socket_.get_executor(), Runner(slot),
+                 asio::bind_cancellation_slot(
+                     slot->cancel.slot(), [owned = std::move(next_.owned)](std::exception_ptr e) {
+                       if (e) Log(LogLevel::kError, "a command runner failed unexpectedly");
+                     }));
 }
 
-bool CommandSession::OnFrame(std::unique_ptr<Slot>& slot) {
-  const v1::Frame& frame = *slot->frame;
+void CommandSession::EndParkedRunners() {
+  for (auto& [slot, resume] : parked_) {
+    asio::post(socket_.get_executor(),
+               [resume = std::move(resume)]() mutable { std::move(resume)(false); });
+  }
+  parked_.clear();
+}
+
+bool CommandSession::OnFrame() {
+  const v1::Frame& frame = *next_.slot->frame;
   if (!hello_done_) {
     if (frame.has_hello()) return OnHello(frame.hello());
     SendError(v1::Error::PROTOCOL_VIOLATION,
@@ -211,20 +240,8 @@ bool CommandSession::OnFrame(std::unique_ptr<Slot>& slot) {
                                                     "command on a new connection")));
         return true;
       }
-      auto admission = shared_.processor.Admit(frame.command());
-      // Execute takes ownership of both before its first suspension.
-      // Execute owns the admission; the slot goes back to the pool once the spawned coroutine
-      // has completed entirely, so its cancellation slot is free for reuse by then.
-      Slot* raw = slot.release();
-      asio::co_spawn(
-          socket_.get_executor(),
-          Execute(raw, new CommandProcessor::Admission(std::move(admission))),
-          asio::bind_cancellation_slot(
-              raw->cancel.slot(), [self = shared_from_this(), owned = std::unique_ptr<Slot>(raw)](
-                                      std::exception_ptr error) mutable {
-                self->ReturnSlot(std::move(owned));
-                if (error) Log(LogLevel::kError, "a command coroutine failed unexpectedly");
-              }));
+      next_.slot->admission = shared_.processor.Admit(frame.command());
+      StartCommand();  // `frame` belongs to the runner from here on.
       return true;
     }
     case v1::Frame::kPing: {
@@ -283,12 +300,32 @@ bool CommandSession::OnHello(const v1::Hello& hello) {
   return true;
 }
 
-Awaitable<void> CommandSession::Execute(Slot* slot, CommandProcessor::Admission* raw_admission) {
-  auto self = shared_from_this();
-  std::unique_ptr<CommandProcessor::Admission> admission(raw_admission);
+Awaitable<void> CommandSession::Runner(Slot* slot) {
   // A cancellation (the deadline, or ForceClose) reaches the operation the handler awaits;
   // everything else goes on and answers (DEADLINE_EXCEEDED, INTERNAL) instead of throwing.
   co_await asio::this_coro::throw_if_cancelled(false);
+  for (;;) {
+    {
+      auto self = shared_from_this();
+      co_await Execute(slot);
+      slot->Reset();
+      if (closed_ || parked_.size() >= kMaxParked) co_return;
+    }
+    // The session is not closed, so the watchdog holds it: dropping `self` did not free it.
+    const bool go_on = co_await asio::async_initiate<const asio::use_awaitable_t<>, void(bool)>(
+        [this, slot](auto resume) { parked_.emplace_back(slot, Resume(std::move(resume))); },
+        asio::use_awaitable);
+    // Ended by a closed session: it may be gone; touch nothing.
+    if (!go_on) co_return;
+    // A cancelled command (its deadline) leaves the coroutine's state cancelled.
+    if ((co_await asio::this_coro::cancellation_state).cancelled() !=
+        asio::cancellation_type::none) {
+      co_await asio::this_coro::reset_cancellation_state();
+    }
+  }
+}
+
+Awaitable<void> CommandSession::Execute(Slot* slot) {
   running_.insert(slot);
   const v1::CommandEnvelope& command = slot->frame->command();
   if (command.has_deadline()) {
@@ -303,7 +340,7 @@ Awaitable<void> CommandSession::Execute(Slot* slot, CommandProcessor::Admission*
   }
   CommandProcessor::Response response;
   try {
-    response = co_await shared_.processor.Run(*admission, command, &slot->arena, principal_);
+    response = co_await shared_.processor.Run(slot->admission, command, &slot->arena, principal_);
     // The response must fit in a frame; the tag and length take at most 11 bytes.
     if (response->size() + 11 > shared_.options.max_frame_bytes) {
       response = shared_.processor.Refuse(
@@ -402,6 +439,7 @@ void CommandSession::ForceClose() {
   // Commands still running stop at their next suspension; their responses have nowhere to go.
   const std::vector<Slot*> running(running_.begin(), running_.end());
   for (Slot* slot : running) slot->cancel.emit(asio::cancellation_type::terminal);
+  EndParkedRunners();
 }
 
 void CommandSession::Flush() {

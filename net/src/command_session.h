@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -42,19 +43,38 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
 
  private:
   struct Slot;
+  // Resumes a parked runner: true runs the command decoded into its slot, false ends it.
+  using Resume = asio::any_completion_handler<void(bool)>;
+  // A slot the reader decodes into: a parked runner's (`resume` set) or a new one (`owned`).
+  // Boost 1.81's any_completion_handler move assignment is broken (it wraps the handler in
+  // another one): Resumes are only ever move-constructed or swapped.
+  struct NextSlot {
+    Slot* slot = nullptr;
+    Resume resume;
+    std::unique_ptr<Slot> owned;
+  };
 
   // Each coroutine takes a local reference to the session before its first suspension (not a
   // by-value parameter: GCC 12 can destroy those twice).
   Awaitable<void> Watchdog();
-  Awaitable<void> Execute(Slot* slot, CommandProcessor::Admission* admission);
+  // Commands run on long-lived runner coroutines, one command at a time each: a runner runs the
+  // command in its slot, then parks until the reader hands it the next one by resuming it in
+  // place. No coroutine is spawned per command, and a command that completes without
+  // suspending costs the event loop nothing (co_spawn would post its completion).
+  Awaitable<void> Runner(Slot* slot);
+  Awaitable<void> Execute(Slot* slot);
 
   // Decodes and handles buffered frames until none is complete or max_in_flight is reached;
   // false when the session must stop reading.
-  bool DecodeBuffered(std::unique_ptr<Slot>& slot, bool& any_frame);
-  // Handles one decoded frame; false when the session must stop reading.
-  bool OnFrame(std::unique_ptr<Slot>& slot);
-  std::unique_ptr<Slot> TakeSlot();
-  void ReturnSlot(std::unique_ptr<Slot> slot);
+  bool DecodeBuffered(bool& any_frame);
+  // Handles the frame decoded into next_; false when the session must stop reading.
+  bool OnFrame();
+  // Fills next_ with a parked runner's slot, or a new one.
+  void TakeSlot();
+  // Hands next_'s command to its runner (resumed in place) or to a new runner.
+  void StartCommand();
+  // Ends parked runners (posted: the caller may be deep inside a write or a command).
+  void EndParkedRunners();
   // `responses` command responses have left: they no longer count as in flight.
   void OnResponsesWritten(std::uint32_t responses);
   bool OnHello(const v1::Hello& hello);
@@ -94,8 +114,12 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   std::size_t written_ = 0;                // Bytes of writing_ already sent.
   // Commands whose coroutine runs (for ForceClose to cancel them).
   absl::flat_hash_set<Slot*> running_;
-  static constexpr std::size_t kSpareSlots = 64;
-  std::vector<std::unique_ptr<Slot>> spare_slots_;
+  // Runners waiting for a command, at most kMaxParked (the rest end after their command).
+  // A parked runner holds no reference to the session (that would be a cycle through its
+  // Resume); the watchdog holds the session until it is closed, and closing ends them.
+  static constexpr std::size_t kMaxParked = 64;
+  std::vector<std::pair<Slot*, Resume>> parked_;
+  NextSlot next_;
   // Deadlines of running commands that have one, earliest first (see Watchdog).
   std::multimap<Clock::time_point, Slot*> command_deadlines_;
   bool hello_done_ = false;
