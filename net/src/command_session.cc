@@ -63,6 +63,8 @@ struct CommandSession::Slot {
   CommandProcessor::Admission admission;
   // Cancels the running command when its deadline passes (see Watchdog).
   asio::cancellation_signal cancel;
+  // Set while the command is suspended and in running_ (and command_deadlines_).
+  bool watched = false;
   std::optional<std::multimap<Clock::time_point, Slot*>::iterator> deadline;
 };
 
@@ -198,19 +200,47 @@ void CommandSession::TakeSlot() {
 
 void CommandSession::StartCommand() {
   Slot* slot = std::exchange(next_.slot, nullptr);
+  // The command runs here, until it completes or first suspends; Execute clears starting_ when
+  // it completes.
+  starting_ = slot;
   if (next_.resume) {
     Resume resume;
     resume.swap(next_.resume);
-    // Runs the command here, until it completes or first suspends.
     std::move(resume)(true);
-    return;
+  } else {
+    // The runner's completion owns the slot: its cancellation signal must outlive the coroutine.
+    asio::co_spawn(socket_.get_executor(), Runner(slot),
+                   asio::bind_cancellation_slot(
+                       slot->cancel.slot(), [owned = std::move(next_.owned)](std::exception_ptr e) {
+                         if (e) Log(LogLevel::kError, "a command runner failed unexpectedly");
+                       }));
   }
-  // The runner's completion owns the slot: its cancellation signal must outlive the coroutine.
-  asio::co_spawn(socket_.get_executor(), Runner(slot),
-                 asio::bind_cancellation_slot(
-                     slot->cancel.slot(), [owned = std::move(next_.owned)](std::exception_ptr e) {
-                       if (e) Log(LogLevel::kError, "a command runner failed unexpectedly");
-                     }));
+  // Only a command that suspended is watched (deadline, ForceClose): most complete at once.
+  if (std::exchange(starting_, nullptr) == slot) Watch(slot);
+}
+
+void CommandSession::Watch(Slot* slot) {
+  running_.insert(slot);
+  slot->watched = true;
+  const v1::CommandEnvelope& command = slot->frame->command();
+  if (!command.has_deadline()) return;
+  // The watchdog cancels the command if it is still running at its deadline. Deadlines more
+  // than a day away are not watched (and cannot overflow the clock).
+  const absl::Duration left = FromTimestamp(command.deadline()) - absl::Now();
+  if (left < absl::Hours(24)) {
+    const auto at = Clock::now() + ToChrono(left);
+    slot->deadline = command_deadlines_.emplace(at, slot);
+    if (at < watchdog_.expiry()) watchdog_.cancel();
+  }
+}
+
+void CommandSession::Unwatch(Slot* slot) {
+  if (slot->deadline) {
+    command_deadlines_.erase(*slot->deadline);
+    slot->deadline.reset();
+  }
+  running_.erase(slot);
+  slot->watched = false;
 }
 
 void CommandSession::EndParkedRunners() {
@@ -326,18 +356,7 @@ Awaitable<void> CommandSession::Runner(Slot* slot) {
 }
 
 Awaitable<void> CommandSession::Execute(Slot* slot) {
-  running_.insert(slot);
   const v1::CommandEnvelope& command = slot->frame->command();
-  if (command.has_deadline()) {
-    // The watchdog cancels the command if it is still running at its deadline. Deadlines more
-    // than a day away are not watched (and cannot overflow the clock).
-    const absl::Duration left = FromTimestamp(command.deadline()) - absl::Now();
-    if (left < absl::Hours(24)) {
-      const auto at = Clock::now() + ToChrono(left);
-      slot->deadline = command_deadlines_.emplace(at, slot);
-      if (at < watchdog_.expiry()) watchdog_.cancel();
-    }
-  }
   CommandProcessor::Response response;
   try {
     response = co_await shared_.processor.Run(slot->admission, command, &slot->arena, principal_);
@@ -351,11 +370,8 @@ Awaitable<void> CommandSession::Execute(Slot* slot) {
   } catch (...) {
     response = shared_.processor.Refuse(command, absl::InternalError("the server failed"));
   }
-  if (slot->deadline) {
-    command_deadlines_.erase(*slot->deadline);
-    slot->deadline.reset();
-  }
-  running_.erase(slot);
+  if (starting_ == slot) starting_ = nullptr;  // Completed without suspending: never watched.
+  if (slot->watched) Unwatch(slot);
   SendResponse(*response);
 }
 

@@ -73,6 +73,9 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   void TakeSlot();
   // Hands next_'s command to its runner (resumed in place) or to a new runner.
   void StartCommand();
+  // A suspended command is cancelled by ForceClose and by the watchdog at its deadline.
+  void Watch(Slot* slot);
+  void Unwatch(Slot* slot);
   // Ends parked runners (posted: the caller may be deep inside a write or a command).
   void EndParkedRunners();
   // `responses` command responses have left: they no longer count as in flight.
@@ -112,8 +115,9 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   std::uint32_t unwritten_responses_ = 0;  // Responses in out_.
   std::uint32_t responses_in_write_ = 0;   // Responses in writing_.
   std::size_t written_ = 0;                // Bytes of writing_ already sent.
-  // Commands whose coroutine runs (for ForceClose to cancel them).
+  // Commands that suspended and have not completed (for ForceClose to cancel them).
   absl::flat_hash_set<Slot*> running_;
+  Slot* starting_ = nullptr;  // The command StartCommand is running, until it completes.
   // Runners waiting for a command, at most kMaxParked (the rest end after their command).
   // A parked runner holds no reference to the session (that would be a cycle through its
   // Resume); the watchdog holds the session until it is closed, and closing ends them.

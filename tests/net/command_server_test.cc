@@ -347,8 +347,8 @@ TEST_F(CommandServerTest, HandlerStillWaitingAtItsDeadlineIsCancelledAndAnswered
   EXPECT_LT(std::chrono::steady_clock::now() - sent, std::chrono::seconds(5));
   ExpectServes(peer, "after-cancelled");
   // The coroutine that ran "slow" runs the next commands too: one that suspends completes.
-  const Response delayed =
-      RoundTrip(peer, testing::CommandFrame("delayed", "", testing::DelayCommand(milliseconds(10))));
+  const Response delayed = RoundTrip(
+      peer, testing::CommandFrame("delayed", "", testing::DelayCommand(milliseconds(10))));
   EXPECT_EQ(delayed.status(), Response::OK) << delayed.ShortDebugString();
 }
 
