@@ -34,6 +34,16 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::chrono::microseconds kSaturationPoll{200};
 constexpr std::uint32_t kProtocolVersion = 1;
 
+std::string DescribeException(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "a non-std exception";
+  }
+}
+
 const char* KindName(const v1::Frame& frame) {
   const auto* field = v1::Frame::descriptor()->FindFieldByNumber(frame.kind_case());
   return field == nullptr ? "unknown" : field->name().c_str();
@@ -94,15 +104,14 @@ Awaitable<void> CommandSession::Run() {
 
   const auto& options = shared_.options;
   SetReadDeadline(Clock::now() + options.hello_timeout, "hello_timeout");
-  const auto log_crash = [id = id_](std::exception_ptr e) {
+  // The watchdog holds the session while it is open (parked runners rely on it): if it ever
+  // fails, the session closes.
+  asio::co_spawn(socket_.get_executor(), Watchdog(), [self](std::exception_ptr e) {
     if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& x) {
-      Log(LogLevel::kError, absl::StrCat("session ", id, ": ", x.what()));
-    }
-  };
-  asio::co_spawn(socket_.get_executor(), Watchdog(), log_crash);
+    Log(LogLevel::kError, absl::StrCat("session ", self->id_,
+                                       ": watchdog failed: ", DescribeException(e), "; closing"));
+    self->ForceClose();
+  });
 
   while (!closed_ && !close_after_flush_) {
     // Decode what is buffered first: frames left over when the in-flight limit stopped us.
@@ -331,13 +340,26 @@ bool CommandSession::OnHello(const v1::Hello& hello) {
 }
 
 Awaitable<void> CommandSession::Runner(Slot* slot) {
-  // A cancellation (the deadline, or ForceClose) reaches the operation the handler awaits;
-  // everything else goes on and answers (DEADLINE_EXCEEDED, INTERNAL) instead of throwing.
-  co_await asio::this_coro::throw_if_cancelled(false);
   for (;;) {
+    // Each command starts with a fresh cancellation state: a cancellation (the deadline, or
+    // ForceClose) reaches the operation the handler awaits; everything else goes on and answers
+    // (DEADLINE_EXCEEDED, INTERNAL) instead of throwing. Reset every time: a handler may change
+    // both for the whole coroutine (e.g. disable cancellation), and a deadline leaves it
+    // cancelled.
+    co_await asio::this_coro::reset_cancellation_state();
+    co_await asio::this_coro::throw_if_cancelled(false);
     {
       auto self = shared_from_this();
-      co_await Execute(slot);
+      try {
+        co_await Execute(slot);
+      } catch (...) {
+        // Only running out of memory gets here (Execute answers every failure of the command).
+        // The command cannot be answered; the session stays consistent.
+        Log(LogLevel::kError, absl::StrCat("session ", id_, ": a command failed unexpectedly: ",
+                                           DescribeException(std::current_exception())));
+        Finished(slot);
+        OnResponsesWritten(1);
+      }
       slot->Reset();
       if (closed_ || parked_.size() >= kMaxParked) co_return;
     }
@@ -347,12 +369,12 @@ Awaitable<void> CommandSession::Runner(Slot* slot) {
         asio::use_awaitable);
     // Ended by a closed session: it may be gone; touch nothing.
     if (!go_on) co_return;
-    // A cancelled command (its deadline) leaves the coroutine's state cancelled.
-    if ((co_await asio::this_coro::cancellation_state).cancelled() !=
-        asio::cancellation_type::none) {
-      co_await asio::this_coro::reset_cancellation_state();
-    }
   }
+}
+
+void CommandSession::Finished(Slot* slot) {
+  if (starting_ == slot) starting_ = nullptr;  // Completed without suspending: never watched.
+  if (slot->watched) Unwatch(slot);
 }
 
 Awaitable<void> CommandSession::Execute(Slot* slot) {
@@ -370,8 +392,7 @@ Awaitable<void> CommandSession::Execute(Slot* slot) {
   } catch (...) {
     response = shared_.processor.Refuse(command, absl::InternalError("the server failed"));
   }
-  if (starting_ == slot) starting_ = nullptr;  // Completed without suspending: never watched.
-  if (slot->watched) Unwatch(slot);
+  Finished(slot);
   SendResponse(*response);
 }
 

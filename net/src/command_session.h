@@ -76,6 +76,8 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   // A suspended command is cancelled by ForceClose and by the watchdog at its deadline.
   void Watch(Slot* slot);
   void Unwatch(Slot* slot);
+  // The command in `slot` has completed: it is no longer starting_ nor watched.
+  void Finished(Slot* slot);
   // Ends parked runners (posted: the caller may be deep inside a write or a command).
   void EndParkedRunners();
   // `responses` command responses have left: they no longer count as in flight.

@@ -352,6 +352,25 @@ TEST_F(CommandServerTest, HandlerStillWaitingAtItsDeadlineIsCancelledAndAnswered
   EXPECT_EQ(delayed.status(), Response::OK) << delayed.ShortDebugString();
 }
 
+// Commands of a connection run one after another on the same few coroutines: what a handler
+// does to its coroutine's cancellation state must not reach the next command.
+TEST_F(CommandServerTest, AHandlerDisablingCancellationLeavesTheNextCommandCancellable) {
+  StartServer();
+  RawPeer peer;
+  ASSERT_NO_FATAL_FAILURE(Connect(peer));
+  service_.handlers.gate.Open();
+  // The stubborn handler disables cancellation for the coroutine it runs on.
+  const Response stubborn =
+      RoundTrip(peer, testing::CommandFrame("stubborn", "", google::protobuf::Int32Value()));
+  EXPECT_EQ(stubborn.status(), Response::OK) << stubborn.ShortDebugString();
+  google::protobuf::Duration hour;
+  hour.set_seconds(3600);
+  v1::Frame slow = testing::CommandFrame("slow", "", hour);
+  SetTimestamp(absl::Now() + absl::Milliseconds(200), *slow.mutable_command()->mutable_deadline());
+  const Response response = RoundTrip(peer, slow);
+  EXPECT_EQ(response.status(), Response::DEADLINE_EXCEEDED) << response.ShortDebugString();
+}
+
 // --- pipelining and ordering ----------------------------------------------------------------
 
 TEST_F(CommandServerTest, ThousandPipelinedCommandsAreEachAnsweredOnce) {
