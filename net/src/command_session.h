@@ -60,7 +60,8 @@ class CommandSession : public std::enable_shared_from_this<CommandSession> {
   // Commands run on long-lived runner coroutines, one command at a time each: a runner runs the
   // command in its slot, then parks until the reader hands it the next one by resuming it in
   // place. No coroutine is spawned per command, and a command that completes without
-  // suspending costs the event loop nothing (co_spawn would post its completion).
+  // suspending costs the event loop nothing (co_spawn would post its completion). A runner
+  // holds the session only while it runs a command (see parked_).
   Awaitable<void> Runner(Slot* slot);
   Awaitable<void> Execute(Slot* slot);
 
