@@ -53,6 +53,14 @@ std::string ReplyText(const Response& response) {
   return response.payload().UnpackTo(&text) ? text.value() : "";
 }
 
+// Asserts that `result` is the OK answer to the command `id`.
+void ExpectAnsweredOk(const std::optional<Result>& result, const std::string& id) {
+  ASSERT_TRUE(result.has_value()) << id;
+  ASSERT_TRUE(result->ok()) << id << ": " << result->status();
+  ASSERT_EQ((*result)->status(), Response::OK) << (*result)->ShortDebugString();
+  ASSERT_EQ((*result)->command_id(), id);
+}
+
 // Sends `command` with a copy of `options`, stores the outcome in `*out`, then counts `*done`.
 Awaitable<void> SendInto(CommandClient* client, const google::protobuf::Message* command,
                          const SendOptions* options, std::optional<Result>* out,
@@ -204,11 +212,8 @@ TEST_F(CommandClientTest, ReconnectsAndResendsUnansweredCommandsWithTheirIds) {
   EXPECT_EQ(run.stats_before_restart.pending, 3u);
   for (std::size_t i = 0; i < run.results.size(); ++i) {
     const std::string id = absl::StrCat("resend-", i);
-    ASSERT_TRUE(run.results[i].has_value()) << id;
+    ASSERT_NO_FATAL_FAILURE(ExpectAnsweredOk(run.results[i], id));
     const Result& result = *run.results[i];
-    ASSERT_TRUE(result.ok()) << id << ": " << result.status();
-    EXPECT_EQ(result->status(), Response::OK) << result->ShortDebugString();
-    EXPECT_EQ(result->command_id(), id);
     EXPECT_EQ(ReplyText(*result), id);  // The id the second server's handler saw.
   }
   const CommandClientStats stats = client->stats();
@@ -261,11 +266,8 @@ TEST_F(CommandClientTest, WritesMoreThanTheSocketTakesAndEveryCommandIsAnswered)
   testing::Run(io_, BurstScenario(client, kCommands, kValueBytes, &run), kWait);
   for (int i = 0; i < kCommands; ++i) {
     const std::string id = absl::StrCat("burst-", i);
-    ASSERT_TRUE(run.results[i].has_value()) << id;
+    ASSERT_NO_FATAL_FAILURE(ExpectAnsweredOk(run.results[i], id));
     const Result& result = *run.results[i];
-    ASSERT_TRUE(result.ok()) << id << ": " << result.status();
-    ASSERT_EQ(result->status(), Response::OK) << result->ShortDebugString();
-    ASSERT_EQ(result->command_id(), id);
     ASSERT_EQ(ReplyText(*result).size(), kValueBytes);
     ASSERT_TRUE(ReplyText(*result).starts_with(absl::StrCat(id, "-"))) << id;
   }
