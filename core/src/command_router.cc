@@ -114,7 +114,7 @@ void CommandRouter::FillHeader(const v1::CommandEnvelope& command,
   response.set_transaction_id(command.transaction_id());
   response.set_service_id(service_.service_id);
   absl::StrAppend(response.mutable_id(), response_id_prefix_, "-",
-                  next_response_id_.fetch_add(1, std::memory_order_relaxed));
+                  response_ids_.Next());
   SetTimestamp(absl::Now(), *response.mutable_timestamp());
 }
 

@@ -34,7 +34,9 @@ SubjectSequencer::SubjectSequencer() : shards_(new Shard[kShards]) {}
 SubjectSequencer::~SubjectSequencer() = default;
 
 SubjectSequencer::Shard& SubjectSequencer::ShardOf(absl::string_view subject) const {
-  return shards_[absl::HashOf(subject) % kShards];
+  // The top bits: the shard's table uses the low ones (its probes compare a 7-bit tag taken
+  // from the bottom first).
+  return shards_[absl::HashOf(subject) >> (sizeof(std::size_t) * 8 - kShardBits)];
 }
 
 SubjectSequencer::Turn::Turn(Turn&& other) noexcept

@@ -77,29 +77,44 @@ absl::Status ValidateName(absl::string_view name) {
   return absl::OkStatus();
 }
 
-UserDirectory::Shard& UserDirectory::ShardOf(absl::string_view id) const {
-  return shards_[absl::HashOf(id) % kShards];
+UserDirectory::Lookup UserDirectory::LookupOf(absl::string_view id) {
+  return {absl::HashOf(id), id};
+}
+
+UserDirectory::Shard& UserDirectory::ShardOf(const Lookup& key) const {
+  // The top bits: the tables use the low ones (the bottom 7 are the tag a probe compares
+  // first; a shard picked by them would leave every id of a shard with nearly the same tag, and
+  // most probes would compare ids).
+  return shards_[key.hash >> (sizeof(std::size_t) * 8 - kShardBits)];
 }
 
 bool UserDirectory::Add(const std::string& id, std::string name) {
-  Shard& shard = ShardOf(id);
+  const Lookup key = LookupOf(id);
+  Shard& shard = ShardOf(key);
   std::lock_guard lock(shard.mutex);
-  return shard.names.try_emplace(id, std::move(name)).second;
+  bool added = false;
+  shard.names.lazy_emplace(key, [&](const auto& construct) {
+    construct(Key{key.hash, id}, std::move(name));
+    added = true;
+  });
+  return added;
 }
 
 std::optional<std::string> UserDirectory::Rename(const std::string& id, std::string name) {
-  Shard& shard = ShardOf(id);
+  const Lookup key = LookupOf(id);
+  Shard& shard = ShardOf(key);
   std::lock_guard lock(shard.mutex);
-  const auto it = shard.names.find(id);
+  const auto it = shard.names.find(key);
   if (it == shard.names.end()) return std::nullopt;
   std::swap(it->second, name);
   return name;
 }
 
 std::optional<std::string> UserDirectory::Remove(const std::string& id) {
-  Shard& shard = ShardOf(id);
+  const Lookup key = LookupOf(id);
+  Shard& shard = ShardOf(key);
   std::lock_guard lock(shard.mutex);
-  const auto it = shard.names.find(id);
+  const auto it = shard.names.find(key);
   if (it == shard.names.end()) return std::nullopt;
   std::string name = std::move(it->second);
   shard.names.erase(it);
@@ -107,15 +122,17 @@ std::optional<std::string> UserDirectory::Remove(const std::string& id) {
 }
 
 bool UserDirectory::Contains(const std::string& id) const {
-  Shard& shard = ShardOf(id);
+  const Lookup key = LookupOf(id);
+  Shard& shard = ShardOf(key);
   std::lock_guard lock(shard.mutex);
-  return shard.names.contains(id);
+  return shard.names.contains(key);
 }
 
 std::optional<std::string> UserDirectory::NameOf(const std::string& id) const {
-  Shard& shard = ShardOf(id);
+  const Lookup key = LookupOf(id);
+  Shard& shard = ShardOf(key);
   std::lock_guard lock(shard.mutex);
-  const auto it = shard.names.find(id);
+  const auto it = shard.names.find(key);
   if (it == shard.names.end()) return std::nullopt;
   return it->second;
 }

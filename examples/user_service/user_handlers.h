@@ -65,12 +65,37 @@ class UserDirectory {
   std::size_t size() const;
 
  private:
+  // An id with its hash, computed once per call: the shard and the table both use it, growing
+  // the table reads no id (with millions of users the ids are cold in the caches), and a probe
+  // compares ids only when the hashes are equal.
+  struct Key {
+    std::size_t hash;
+    std::string id;
+  };
+  struct Lookup {
+    std::size_t hash;
+    absl::string_view id;
+  };
+  struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(const Key& key) const { return key.hash; }
+    std::size_t operator()(const Lookup& key) const { return key.hash; }
+  };
+  struct KeyEq {
+    using is_transparent = void;
+    bool operator()(const Key& a, const Key& b) const { return a.hash == b.hash && a.id == b.id; }
+    bool operator()(const Key& a, const Lookup& b) const {
+      return a.hash == b.hash && a.id == b.id;
+    }
+  };
   struct Shard {
     mutable cqrs::AdaptiveMutex mutex;
-    absl::flat_hash_map<std::string, std::string> names ABSL_GUARDED_BY(mutex);
+    absl::flat_hash_map<Key, std::string, KeyHash, KeyEq> names ABSL_GUARDED_BY(mutex);
   };
-  static constexpr std::size_t kShards = 16;
-  Shard& ShardOf(absl::string_view id) const;
+  static constexpr std::size_t kShardBits = 4;
+  static constexpr std::size_t kShards = std::size_t{1} << kShardBits;
+  static Lookup LookupOf(absl::string_view id);
+  Shard& ShardOf(const Lookup& key) const;
 
   std::unique_ptr<Shard[]> shards_ = std::make_unique<Shard[]>(kShards);
 };

@@ -164,7 +164,7 @@ class CommandServer::Impl {
       bytes = shared_.processor.Refuse(
           command, absl::UnavailableError("the command server is not serving (shutting down)"));
     } else {
-      shared_.commands.fetch_add(1, std::memory_order_relaxed);
+      shared_.commands.Add();
       CommandProcessor::Admission admission = shared_.processor.Admit(command);
       google::protobuf::Arena arena;
       bytes = co_await shared_.processor.Run(admission, command, &arena, principal);
@@ -178,7 +178,7 @@ class CommandServer::Impl {
     CommandServerStats s;
     s.connections_accepted = shared_.connections_accepted.load();
     s.connections_refused = shared_.connections_refused.load();
-    s.commands = shared_.commands.load();
+    s.commands = shared_.commands.Sum();
     s.protocol_errors = shared_.protocol_errors.load();
     std::lock_guard lock(shared_.mutex);
     s.connections_open = shared_.open;

@@ -271,7 +271,7 @@ bool CommandSession::OnFrame() {
   }
   switch (frame.kind_case()) {
     case v1::Frame::kCommand: {
-      shared_.commands.fetch_add(1, std::memory_order_relaxed);
+      shared_.commands.Add();
       ++in_flight_;
       if (going_away_) {
         SendResponse(*shared_.processor.Refuse(

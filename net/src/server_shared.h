@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cqrs/core/command_processor.h"
+#include "cqrs/core/striped_counter.h"
 #include "cqrs/net/command_server.h"
 
 namespace cqrs::net::internal {
@@ -25,7 +26,7 @@ struct ServerShared {
 
   std::atomic<std::uint64_t> connections_accepted{0};
   std::atomic<std::uint64_t> connections_refused{0};
-  std::atomic<std::uint64_t> commands{0};
+  StripedCounter commands;  // Every session counts each command.
   std::atomic<std::uint64_t> protocol_errors{0};
   // Live sessions, for shutdown. Guarded by `mutex`; `changed` signals every change of `open`
   // (connections not yet closed) and `alive` (session objects not yet destroyed).

@@ -40,6 +40,7 @@
 #include "cqrs/core/command_status.h"
 #include "cqrs/core/event_sink.h"
 #include "cqrs/core/interceptor.h"
+#include "cqrs/core/striped_counter.h"
 #include "cqrs/v1/command.pb.h"
 
 namespace cqrs {
@@ -204,7 +205,7 @@ class CommandRouter {
 
   ServiceInfo service_;
   std::string response_id_prefix_;
-  mutable std::atomic<std::uint64_t> next_response_id_{0};
+  mutable StripedCounter response_ids_;
   absl::flat_hash_map<std::string, Entry> handlers_;
   std::vector<std::shared_ptr<Interceptor>> interceptors_;
   EventSink* sink_ = nullptr;

@@ -128,7 +128,11 @@ class InMemoryEventLog final : public EventLog {
   const InMemoryEventLogOptions options_;
   const std::uint64_t epoch_;
   mutable AdaptiveMutex mutex_;
-  std::deque<Record> records_ ABSL_GUARDED_BY(mutex_);
+  struct Retained {
+    Record record;
+    std::size_t cost;  // Against max_bytes; kept here so that eviction need not read the record.
+  };
+  std::deque<Retained> records_ ABSL_GUARDED_BY(mutex_);
   std::uint64_t head_ ABSL_GUARDED_BY(mutex_) = 0;
   std::size_t bytes_ ABSL_GUARDED_BY(mutex_) = 0;
   AdaptiveMutex notify_mutex_;  // Orders listener calls; taken while holding mutex_.

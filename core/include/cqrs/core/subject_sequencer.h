@@ -68,7 +68,8 @@ class SubjectSequencer {
 
   // Subjects are spread over independently locked shards, so commands of different subjects
   // rarely contend.
-  static constexpr std::size_t kShards = 16;
+  static constexpr std::size_t kShardBits = 4;
+  static constexpr std::size_t kShards = std::size_t{1} << kShardBits;
   std::unique_ptr<Shard[]> shards_;
 };
 
