@@ -113,8 +113,7 @@ void CommandRouter::FillHeader(const v1::CommandEnvelope& command,
   response.set_command_id(command.id());
   response.set_transaction_id(command.transaction_id());
   response.set_service_id(service_.service_id);
-  absl::StrAppend(response.mutable_id(), response_id_prefix_, "-",
-                  response_ids_.Next());
+  absl::StrAppend(response.mutable_id(), response_id_prefix_, "-", response_ids_.Next());
   SetTimestamp(absl::Now(), *response.mutable_timestamp());
 }
 
