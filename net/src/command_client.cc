@@ -107,11 +107,13 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
 
   // --- sending --------------------------------------------------------------------------------
 
-  // Starts writing what is queued unless a write is in progress (then its completion does).
-  // The socket is non-blocking: the bytes are sent right here while it takes them, and only a
-  // full socket buffer waits (asynchronously) for room.
+  // Starts writing what is queued unless a write is in progress (then its completion does) or
+  // the reader is delivering a batch of responses (it flushes once the batch is done: the
+  // commands their senders send next leave together, in one write). The socket is
+  // non-blocking: the bytes are sent right here while it takes them, and only a full socket
+  // buffer waits (asynchronously) for room.
   void Flush() {
-    if (write_pending || !connected || out.empty()) return;
+    if (write_pending || delivering || !connected || out.empty()) return;
     std::swap(out, writing);
     write_pending = true;
     written = 0;
@@ -151,12 +153,10 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
       Flush();  // A newer connection's.
       return;
     }
-    // Sent. Commands that other coroutines queue during this turn of the event loop leave
-    // together, in one write, once it ends (the first command waited for nobody).
-    asio::post(ex, [self = shared_from_this()] {
-      self->write_pending = false;
-      self->Flush();
-    });
+    // Sent, without a trip through the event loop (a posted flush would cost every command
+    // another epoll_wait): what was queued meanwhile goes now.
+    write_pending = false;
+    Flush();
   }
 
   void Transmit(Pending& p) {
@@ -309,6 +309,9 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     v1::Frame frame;
     bool alive = true;
     while (alive && !closed) {
+      // Senders resumed by these responses send their next commands at once; they leave in one
+      // write after the batch.
+      delivering = true;
       for (;;) {
         const DecodeResult result = decoder.Next(frame);
         if (result == DecodeResult::kNeedMore) break;
@@ -321,6 +324,8 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
         alive = OnFrame(frame);
         if (!alive) break;
       }
+      delivering = false;
+      Flush();
       if (!alive) break;
       const auto space = decoder.Prepare(kReadChunk);
       auto [ec, n] =
@@ -408,6 +413,7 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
   bool draining = false;
   bool closed = false;
   bool write_pending = false;
+  bool delivering = false;  // The reader is handling a batch of frames (see Flush).
   std::size_t written = 0;  // Bytes of `writing` already sent.
 };
 
