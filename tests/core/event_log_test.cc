@@ -2,9 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "cqrs/v1/event.pb.h"
 
 namespace cqrs {
@@ -108,6 +110,34 @@ TEST(InMemoryEventLog, RetentionByCountAndBytesForgetsTheOldest) {
   EXPECT_GT(by_bytes.retained_events(), 0u);
   EXPECT_EQ(by_bytes.head(), 20u);
   EXPECT_EQ(by_bytes.earliest(), 20u - by_bytes.retained_events() + 1);
+}
+
+TEST(InMemoryEventLog, LongRunsKeepExactlyTheNewestWindow) {
+  // Many evictions, one at a time and many in one append (each fetches what the next ones
+  // release ahead of time): the window holds exactly the newest events, in order.
+  constexpr std::size_t kWindow = 100;
+  InMemoryEventLog log({.max_events = kWindow});
+  std::uint64_t appended = 0;
+  for (std::size_t batch_size : {1, 1, 3, 250, 1, 7, 120, 1, 64}) {
+    for (int round = 0; round < 20; ++round) {
+      std::vector<v1::EventEnvelope> batch;
+      for (std::size_t i = 0; i < batch_size; ++i) {
+        batch.push_back(Event(absl::StrCat("event-", ++appended)));
+      }
+      ASSERT_TRUE(AppendAll(log, batch).ok());
+      ASSERT_EQ(log.retained_events(), std::min<std::size_t>(kWindow, appended));
+    }
+  }
+  EXPECT_EQ(log.head(), appended);
+  EXPECT_EQ(log.earliest(), appended - kWindow + 1);
+  const auto window = log.Read(appended - kWindow, kWindow + 1);
+  ASSERT_TRUE(window.ok()) << window.status();
+  ASSERT_EQ(window->size(), kWindow);
+  for (std::size_t i = 0; i < kWindow; ++i) {
+    const std::uint64_t offset = appended - kWindow + 1 + i;
+    EXPECT_EQ((*window)[i]->offset(), offset);
+    EXPECT_EQ(Decode((*window)[i]).id(), absl::StrCat("event-", offset));
+  }
 }
 
 TEST(InMemoryEventLog, ListenersSeeEveryAppendInOffsetOrder) {

@@ -314,6 +314,31 @@ TEST(IdempotencyCacheTest, HoldsAsManyEntriesAsMaxBytesAllowsAndForgetsOldestFir
   EXPECT_EQ(cache.Begin("cmd-00").state(), IdempotencyCache::kNew);
 }
 
+TEST(IdempotencyCacheTest, ALongRunThroughASmallBudgetKeepsExactlyTheNewestEntries) {
+  // Thousands of forgets, each fetching what the next ones release ahead of time: the budget
+  // holds exactly the newest kFits responses, byte for byte, and forgets the rest in order.
+  constexpr int kFits = 50;
+  constexpr int kTotal = 3000;
+  const std::size_t cost = EntryCost(100);
+  const IdempotencyOptions options{.window = absl::Hours(1), .max_bytes = kFits * cost};
+  IdempotencyCache cache(options);
+  for (int i = 0; i < kTotal; ++i) {
+    Claim claim = cache.Begin(absl::StrFormat("cmd-%04d", i));
+    ASSERT_EQ(claim.state(), IdempotencyCache::kNew) << i;
+    cache.Finish(claim, absl::StrFormat("response-%04d-%s", i, std::string(86, 'r')),
+                 /*remember=*/true);
+    ASSERT_LE(cache.bytes(), options.max_bytes);
+  }
+  EXPECT_EQ(cache.size(), static_cast<std::size_t>(kFits));
+  for (int i = kTotal - kFits; i < kTotal; ++i) {
+    Claim claim = cache.Begin(absl::StrFormat("cmd-%04d", i));
+    ASSERT_EQ(claim.state(), IdempotencyCache::kDone) << i;
+    EXPECT_EQ(claim.response()->substr(0, 13), absl::StrFormat("response-%04d", i));
+  }
+  EXPECT_EQ(cache.Begin(absl::StrFormat("cmd-%04d", kTotal - kFits - 1)).state(),
+            IdempotencyCache::kNew);
+}
+
 TEST(IdempotencyCacheTest, ConcurrentBeginsClaimEachIdOnce) {
   constexpr int kIds = 2000;
   IdempotencyCache cache({.window = absl::Hours(1)});
