@@ -41,29 +41,26 @@ void FanoutHub::Publish(std::span<const EventLog::Record> appended) {
   // Publish calls come one at a time (the log orders them), so this needs no lock.
   const std::uint64_t end_bytes = tail_bytes_.load(std::memory_order_relaxed) + bytes;
   auto batch = std::make_shared<const Batch>(appended.back()->offset(), end_bytes, appended);
-  {
-    std::lock_guard lock(tail_mutex_);
-    // The log calls listeners one append at a time, in offset order, so tail_ is the previous
-    // append's batch.
-    tail_->next_ = batch;
-    tail_->published_.store(true, std::memory_order_release);
-    tail_ = std::move(batch);
-  }
-  published_.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lock(tail_mutex_);
+  // The log calls listeners one append at a time, in offset order, so tail_ is the previous
+  // append's batch.
+  tail_->next_ = batch;
+  tail_->published_.store(true, std::memory_order_release);
+  tail_ = std::move(batch);
+  published_.store(published_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   tail_bytes_.store(end_bytes, std::memory_order_relaxed);
-  std::lock_guard lock(wakers_mutex_);
   for (auto& [id, waker] : wakers_) waker();
 }
 
 std::uint64_t FanoutHub::AddWaker(Waker waker) {
-  std::lock_guard lock(wakers_mutex_);
+  std::lock_guard lock(tail_mutex_);
   const std::uint64_t id = next_waker_id_++;
   wakers_.emplace_back(id, std::move(waker));
   return id;
 }
 
 void FanoutHub::RemoveWaker(std::uint64_t id) {
-  std::lock_guard lock(wakers_mutex_);
+  std::lock_guard lock(tail_mutex_);
   std::erase_if(wakers_, [id](const auto& entry) { return entry.first == id; });
 }
 

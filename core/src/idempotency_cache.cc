@@ -100,7 +100,9 @@ struct IdempotencyCache::EntryEq {
 // hash lookup or insert and a FIFO push; forgotten entries are released after the lock.
 // Ownership: a running entry owns itself (`self`, so that the table never points at freed
 // memory even if a claim is dropped unfinished); a finished one is owned by its FIFO record.
-struct IdempotencyCache::Table {
+// Each shard starts its own cache line: neighbours in the array are locked and written by
+// different threads.
+struct alignas(64) IdempotencyCache::Table {
   struct Remembered {
     Clock::time_point expires;
     std::shared_ptr<Entry> entry;
@@ -150,7 +152,7 @@ absl::string_view IdempotencyCache::Claim::id() const { return entry_->id(); }
 IdempotencyCache::IdempotencyCache(IdempotencyOptions options)
     : options_(options),
       shard_count_(std::clamp<std::size_t>(options.max_bytes / kMinShardBytes, 1, kMaxShards)),
-      shards_(new Table[shard_count_]) {
+      shards_(shard_count_) {
   for (std::size_t i = 0; i < shard_count_; ++i) {
     shards_[i].max_bytes = options.max_bytes / shard_count_;
   }

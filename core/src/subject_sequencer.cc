@@ -23,14 +23,15 @@ struct SubjectSequencer::Waiter {
   asio::any_io_executor executor;
 };
 
-struct SubjectSequencer::Shard {
+// Each shard starts its own cache line: neighbours are locked by different threads.
+struct alignas(64) SubjectSequencer::Shard {
   AdaptiveMutex mutex;
   // Per subject with a command running: the commands waiting behind it, in arrival order
   // (usually none, so no allocation).
   absl::flat_hash_map<std::string, std::vector<std::shared_ptr<Waiter>>> queues;
 };
 
-SubjectSequencer::SubjectSequencer() : shards_(new Shard[kShards]) {}
+SubjectSequencer::SubjectSequencer() : shards_(kShards) {}
 SubjectSequencer::~SubjectSequencer() = default;
 
 SubjectSequencer::Shard& SubjectSequencer::ShardOf(absl::string_view subject) const {

@@ -26,6 +26,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -88,7 +89,8 @@ class UserDirectory {
       return a.hash == b.hash && a.id == b.id;
     }
   };
-  struct Shard {
+  // Each shard starts its own cache line: neighbours are locked by different threads.
+  struct alignas(64) Shard {
     mutable cqrs::AdaptiveMutex mutex;
     absl::flat_hash_map<Key, std::string, KeyHash, KeyEq> names ABSL_GUARDED_BY(mutex);
   };
@@ -97,7 +99,8 @@ class UserDirectory {
   static Lookup LookupOf(absl::string_view id);
   Shard& ShardOf(const Lookup& key) const;
 
-  std::unique_ptr<Shard[]> shards_ = std::make_unique<Shard[]>(kShards);
+  // Each Shard guards itself; a vector, not new[]: GCC 12 misaligns new[] of over-aligned types.
+  mutable std::vector<Shard> shards_ = std::vector<Shard>(kShards);
 };
 
 // Registers the CreateUser, RenameUser and DeleteUser handlers. `directory` must outlive the

@@ -125,18 +125,22 @@ class InMemoryEventLog final : public EventLog {
   std::size_t retained_bytes() const;
 
  private:
+  // Read-only once appends start.
   const InMemoryEventLogOptions options_;
   const std::uint64_t epoch_;
-  mutable AdaptiveMutex mutex_;
+  std::vector<Listener> listeners_;
+  // What every append writes, kept off the lines above (they would move to the core of
+  // whichever thread appends next, and every reader of the options with them): the lock with
+  // the counters in one cache line, the window, the notification lock.
   struct Retained {
     Record record;
     std::size_t cost;  // Against max_bytes; kept here so that eviction need not read the record.
   };
-  std::deque<Retained> records_ ABSL_GUARDED_BY(mutex_);
+  alignas(64) mutable AdaptiveMutex mutex_;
   std::uint64_t head_ ABSL_GUARDED_BY(mutex_) = 0;
   std::size_t bytes_ ABSL_GUARDED_BY(mutex_) = 0;
-  AdaptiveMutex notify_mutex_;  // Orders listener calls; taken while holding mutex_.
-  std::vector<Listener> listeners_;
+  alignas(64) std::deque<Retained> records_ ABSL_GUARDED_BY(mutex_);
+  alignas(64) AdaptiveMutex notify_mutex_;  // Orders listener calls; taken while holding mutex_.
 };
 
 }  // namespace cqrs

@@ -107,14 +107,17 @@ class FanoutHub {
   void Publish(std::span<const EventLog::Record> appended);
 
   EventLog& log_;
-  mutable AdaptiveMutex tail_mutex_;
+  // What every publish writes sits in two cache lines (they move to the core of whichever thread
+  // appends next): the lock with the tail, then the counters and the wakers it reads. One lock
+  // guards the tail and the wakers: wakers run under it (they only post a wake-up).
+  alignas(64) mutable AdaptiveMutex tail_mutex_;
   BatchPtr tail_ ABSL_GUARDED_BY(tail_mutex_);
-  AdaptiveMutex wakers_mutex_;
-  std::vector<std::pair<std::uint64_t, Waker>> wakers_ ABSL_GUARDED_BY(wakers_mutex_);
-  std::uint64_t next_waker_id_ ABSL_GUARDED_BY(wakers_mutex_) = 1;
-  std::atomic<std::uint64_t> published_{0};
+  // Written by Publish only (calls come one at a time), read by anyone.
+  alignas(64) std::atomic<std::uint64_t> published_{0};
   std::atomic<std::uint64_t> tail_bytes_{0};
-  std::mutex consumers_mutex_;
+  std::vector<std::pair<std::uint64_t, Waker>> wakers_ ABSL_GUARDED_BY(tail_mutex_);
+  std::uint64_t next_waker_id_ ABSL_GUARDED_BY(tail_mutex_) = 1;
+  alignas(64) std::mutex consumers_mutex_;
   std::atomic<std::uint64_t> consumer_mask_{0};
   std::array<std::atomic<std::uint64_t>, kMaxConsumers> positions_{};
 };

@@ -91,7 +91,8 @@ class IdempotencyCache {
   static constexpr std::size_t kMinShardBytes = std::size_t{1} << 20;
   IdempotencyOptions options_;
   const std::size_t shard_count_;
-  std::unique_ptr<Table[]> shards_;
+  // Each Table guards itself; a vector, not new[]: GCC 12 misaligns new[] of over-aligned types.
+  mutable std::vector<Table> shards_;
 };
 
 }  // namespace cqrs

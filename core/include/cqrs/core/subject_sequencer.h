@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <array>
 #include <mutex>
@@ -70,7 +71,8 @@ class SubjectSequencer {
   // rarely contend.
   static constexpr std::size_t kShardBits = 4;
   static constexpr std::size_t kShards = std::size_t{1} << kShardBits;
-  std::unique_ptr<Shard[]> shards_;
+  // Each Shard guards itself; a vector, not new[]: GCC 12 misaligns new[] of over-aligned types.
+  mutable std::vector<Shard> shards_;
 };
 
 }  // namespace cqrs
