@@ -28,7 +28,7 @@ v1::EventEnvelope& CommandContext::Emit(const google::protobuf::Message& event,
   const std::string& type = event.GetDescriptor()->full_name();
   absl::StrAppend(envelope->mutable_id(), command_.id(), "/", staged_.size());
   envelope->set_transaction_id(command_.transaction_id());
-  SetTimestamp(absl::Now(), *envelope->mutable_timestamp());
+  SetTimestamp(Now(), *envelope->mutable_timestamp());
   envelope->set_type(type);
   envelope->set_version(options.version);
   *envelope->mutable_stream_info() = stream;

@@ -94,7 +94,7 @@ absl::StatusOr<google::protobuf::Message*> CommandRouter::Prepare(CommandContext
   }
   entry = &it->second;
   const std::optional<absl::Time> deadline = ctx.deadline();
-  if (deadline && *deadline <= absl::Now()) {
+  if (deadline && *deadline <= Now()) {
     return WithErrorCode(absl::DeadlineExceededError("the command's deadline passed before it ran"),
                          "DEADLINE_EXCEEDED");
   }
@@ -114,7 +114,7 @@ void CommandRouter::FillHeader(const v1::CommandEnvelope& command,
   response.set_transaction_id(command.transaction_id());
   response.set_service_id(service_.service_id);
   absl::StrAppend(response.mutable_id(), response_id_prefix_, "-", response_ids_.Next());
-  SetTimestamp(absl::Now(), *response.mutable_timestamp());
+  SetTimestamp(Now(), *response.mutable_timestamp());
 }
 
 Awaitable<void> CommandRouter::Dispatch(CommandContext& ctx,
@@ -141,7 +141,7 @@ Awaitable<void> CommandRouter::Dispatch(CommandContext& ctx,
     // coroutines and a thrown operation_aborted): a handler that finishes after the deadline is
     // answered DEADLINE_EXCEEDED and its events are dropped; one still suspended at the deadline
     // is cancelled by whoever awaits Dispatch (the server does, through the cancellation slot).
-    if (const auto deadline = ctx.deadline(); deadline && absl::Now() >= *deadline) {
+    if (const auto deadline = ctx.deadline(); deadline && Now() >= *deadline) {
       status =
           WithErrorCode(absl::DeadlineExceededError("the command's deadline passed while it ran"),
                         "DEADLINE_EXCEEDED");

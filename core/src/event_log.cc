@@ -121,8 +121,10 @@ absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<v1::EventEnvelo
   // the lock each record gets its offset, the two fields are appended (protobuf accepts fields
   // in any order; the reserved room means no reallocation), and the records join the window.
   // Inline storage: a command usually appends one event, and this runs for every command.
-  absl::InlinedVector<std::shared_ptr<EventRecord>, 2> fresh;
-  fresh.reserve(events.size());
+  absl::InlinedVector<Record, 2> appended;
+  absl::InlinedVector<EventRecord*, 2> unsealed;  // The same records, for sealing them.
+  appended.reserve(events.size());
+  unsealed.reserve(events.size());
   for (v1::EventEnvelope* event : events) {
     event->clear_offset();
     event->clear_epoch();
@@ -131,18 +133,19 @@ absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<v1::EventEnvelo
     body.reserve(size + kPositionFieldsMaxBytes);
     body.resize(size);
     event->SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(body.data()));
-    fresh.push_back(
-        std::make_shared<EventRecord>(EventRecord::Unsealed{}, event->channel(), std::move(body)));
+    auto record =
+        std::make_shared<EventRecord>(EventRecord::Unsealed{}, event->channel(), std::move(body));
+    unsealed.push_back(record.get());
+    appended.push_back(std::move(record));
   }
-  absl::InlinedVector<Record, 2> appended(fresh.begin(), fresh.end());
   absl::InlinedVector<Record, 2> expired;  // Released after the lock.
   AppendReceipt receipt{.first_offset = 0, .count = events.size(), .epoch = epoch_};
   mutex_.lock();
   receipt.first_offset = head_ + 1;
   for (std::size_t i = 0; i < events.size(); ++i) {
     const std::uint64_t offset = ++head_;
-    fresh[i]->Seal(offset, epoch_);
-    const std::size_t cost = CostOf(*fresh[i]);
+    unsealed[i]->Seal(offset, epoch_);
+    const std::size_t cost = CostOf(*unsealed[i]);
     bytes_ += cost;
     records_.push_back({appended[i], cost});
   }

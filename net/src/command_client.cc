@@ -480,9 +480,9 @@ Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Transmit(
     co_return absl::ResourceExhaustedError(
         absl::StrCat("max_pending=", impl->options.max_pending, " commands are already waiting"));
   }
-  if (!envelope.has_timestamp()) SetTimestamp(absl::Now(), *envelope.mutable_timestamp());
+  if (!envelope.has_timestamp()) SetTimestamp(Now(), *envelope.mutable_timestamp());
   if (wait < std::chrono::hours(24 * 365)) {
-    SetTimestamp(absl::Now() + absl::FromChrono(wait), *envelope.mutable_deadline());
+    SetTimestamp(Now() + absl::FromChrono(wait), *envelope.mutable_deadline());
   }
   std::string bytes = envelope.SerializeAsString();
   if (bytes.size() + 16 > impl->options.max_frame_bytes) {

@@ -235,7 +235,7 @@ void CommandSession::Watch(Slot* slot) {
   if (!command.has_deadline()) return;
   // The watchdog cancels the command if it is still running at its deadline. Deadlines more
   // than a day away are not watched (and cannot overflow the clock).
-  const absl::Duration left = FromTimestamp(command.deadline()) - absl::Now();
+  const absl::Duration left = FromTimestamp(command.deadline()) - Now();
   if (left < absl::Hours(24)) {
     const auto at = Clock::now() + ToChrono(left);
     slot->deadline = command_deadlines_.emplace(at, slot);

@@ -115,7 +115,7 @@ Awaitable<v1::CommandResponseEnvelope> ExecuteFromHttp(CommandServer& commands,
   envelope.set_id(id.empty() ? RandomUuid() : std::string(id));
   envelope.set_subject(std::string(request.Header("x-subject")));
   envelope.set_type(command.GetDescriptor()->full_name());
-  SetTimestamp(absl::Now(), *envelope.mutable_timestamp());
+  SetTimestamp(Now(), *envelope.mutable_timestamp());
   envelope.mutable_metadata()->insert({"transport", "http"});
   PackAny(command, *envelope.mutable_payload());
   std::string principal;

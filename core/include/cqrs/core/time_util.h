@@ -2,8 +2,8 @@
 //
 // Conversions between absl::Time, google.protobuf.Timestamp and std::chrono.
 //
-//   SetTimestamp(absl::Now(), *envelope.mutable_timestamp());
-//   timer.expires_after(ToChrono(deadline - absl::Now()));
+//   SetTimestamp(Now(), *envelope.mutable_timestamp());
+//   timer.expires_after(ToChrono(deadline - Now()));
 
 #ifndef CQRS_CORE_TIME_UTIL_H_
 #define CQRS_CORE_TIME_UTIL_H_
@@ -17,6 +17,11 @@
 #include "absl/time/time.h"
 
 namespace cqrs {
+
+// The current time, as absl::Now() but from the vDSO's CLOCK_REALTIME: about 25 ns where
+// Debian's Abseil 20220623 takes about 100 ns (measured on this project's VMs), and the
+// command path reads the time several times per command.
+inline absl::Time Now() { return absl::FromChrono(std::chrono::system_clock::now()); }
 
 inline void SetTimestamp(absl::Time time, google::protobuf::Timestamp& out) {
   const std::int64_t nanos = absl::ToUnixNanos(time);
