@@ -108,12 +108,11 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
   // --- sending --------------------------------------------------------------------------------
 
   // Starts writing what is queued unless a write is in progress (then its completion does) or
-  // the reader is delivering a batch of responses (it flushes once the batch is done: the
-  // commands their senders send next leave together, in one write). The socket is
-  // non-blocking: the bytes are sent right here while it takes them, and only a full socket
-  // buffer waits (asynchronously) for room.
+  // writes are held (whoever holds them flushes when it lets go). The socket is non-blocking:
+  // the bytes are sent right here while it takes them, and only a full socket buffer waits
+  // (asynchronously) for room.
   void Flush() {
-    if (write_pending || delivering || !connected || out.empty()) return;
+    if (write_pending || held > 0 || !connected || out.empty()) return;
     std::swap(out, writing);
     write_pending = true;
     written = 0;
@@ -159,11 +158,22 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     Flush();
   }
 
+  // Queues a command. Commands leave in as few writes as possible without waiting for anyone:
+  // those that senders send while the reader delivers a batch of responses leave together after
+  // the batch (no trip through the event loop: the common case of senders resumed by their
+  // responses); any other command leaves at once, and those queued after it during the same
+  // turn of the event loop leave together when the turn ends.
   void Transmit(Pending& p) {
     if (!out.AppendSerialized(v1::Frame::kCommand, p.bytes).ok()) return;  // Checked in Send.
     if (p.ever_sent) ++resent;
     p.sent = p.ever_sent = true;
+    if (held > 0) return;
     Flush();
+    ++held;
+    asio::post(ex, [self = shared_from_this()] {
+      --self->held;
+      self->Flush();
+    });
   }
 
   void TransmitUnsent() {
@@ -173,7 +183,10 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     }
     std::sort(unsent.begin(), unsent.end(),
               [](const Pending* a, const Pending* b) { return a->seq < b->seq; });
+    ++held;  // All of them in one write.
     for (Pending* p : unsent) Transmit(*p);
+    --held;
+    Flush();
   }
 
   void ArmDeadline(Clock::time_point deadline) {
@@ -311,7 +324,7 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     while (alive && !closed) {
       // Senders resumed by these responses send their next commands at once; they leave in one
       // write after the batch.
-      delivering = true;
+      ++held;
       for (;;) {
         const DecodeResult result = decoder.Next(frame);
         if (result == DecodeResult::kNeedMore) break;
@@ -324,9 +337,9 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
         alive = OnFrame(frame);
         if (!alive) break;
       }
-      delivering = false;
-      Flush();
+      --held;
       if (!alive) break;
+      Flush();
       const auto space = decoder.Prepare(kReadChunk);
       auto [ec, n] =
           co_await socket.async_read_some(asio::buffer(space.data(), space.size()), kUse);
@@ -413,7 +426,9 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
   bool draining = false;
   bool closed = false;
   bool write_pending = false;
-  bool delivering = false;  // The reader is handling a batch of frames (see Flush).
+  // While positive, Flush waits: the reader is delivering a batch of responses, or commands are
+  // being queued to leave together (see Transmit).
+  int held = 0;
   std::size_t written = 0;  // Bytes of `writing` already sent.
 };
 

@@ -32,6 +32,14 @@ v1::EventEnvelope Decode(const EventLog::Record& record) {
   return event;
 }
 
+// What the retained records cost the byte budget, as the log documents it (envelope, channel and
+// bookkeeping).
+std::size_t BytesOf(const std::vector<EventLog::Record>& records) {
+  std::size_t bytes = 0;
+  for (const auto& record : records) bytes += record->envelope().size() + record->channel().size();
+  return bytes + records.size() * 160;
+}
+
 TEST(InMemoryEventLog, AssignsContiguousOffsetsFromOneUnderOneEpoch) {
   InMemoryEventLog log;
   EXPECT_NE(log.epoch(), 0u);
@@ -138,6 +146,32 @@ TEST(InMemoryEventLog, LongRunsKeepExactlyTheNewestWindow) {
     EXPECT_EQ((*window)[i]->offset(), offset);
     EXPECT_EQ(Decode((*window)[i]).id(), absl::StrCat("event-", offset));
   }
+  EXPECT_EQ(log.retained_bytes(), BytesOf(*window));
+}
+
+TEST(InMemoryEventLog, LongRunsWithinAByteBudgetKeepTheNewestWindow) {
+  InMemoryEventLog log({.max_bytes = 20'000});
+  std::uint64_t appended = 0;
+  for (std::size_t batch_size : {1, 5, 1, 40, 2, 1, 17}) {
+    for (int round = 0; round < 30; ++round) {
+      std::vector<v1::EventEnvelope> batch;
+      for (std::size_t i = 0; i < batch_size; ++i) {
+        // Sizes vary, so the window's length does too.
+        ++appended;
+        batch.push_back(
+            Event(absl::StrCat("event-", appended, "-", std::string(appended % 97, 'x'))));
+      }
+      ASSERT_TRUE(AppendAll(log, batch).ok());
+      ASSERT_LE(log.retained_bytes(), 20'000u);
+    }
+  }
+  const std::uint64_t earliest = log.earliest();
+  ASSERT_GT(earliest, 1u);
+  const auto window = log.Read(earliest - 1, appended);
+  ASSERT_TRUE(window.ok()) << window.status();
+  ASSERT_EQ(window->size(), appended - earliest + 1);
+  EXPECT_EQ(window->back()->offset(), appended);
+  EXPECT_EQ(log.retained_bytes(), BytesOf(*window));
 }
 
 TEST(InMemoryEventLog, ListenersSeeEveryAppendInOffsetOrder) {

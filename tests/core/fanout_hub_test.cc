@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -84,6 +86,43 @@ TEST(FanoutHub, WakersAreCalledPerAppendUntilRemoved) {
   hub.RemoveWaker(id);
   Append(log, {Created("d")});
   EXPECT_EQ(calls, 2);
+}
+
+TEST(FanoutHub, WakersComeAndGoWhileAnotherThreadAppends) {
+  // Wakers run under the hub's lock: one added on another thread is called for later appends,
+  // and once RemoveWaker has returned it is never called again.
+  InMemoryEventLog log({.max_events = 1000});
+  FanoutHub hub(log);
+  constexpr int kWakers = 200;
+  std::atomic<bool> done{false};
+  std::vector<std::unique_ptr<std::atomic<int>>> calls;
+  for (int i = 0; i < kWakers; ++i) calls.push_back(std::make_unique<std::atomic<int>>(0));
+  std::vector<int> at_removal(kWakers, 0);
+  int appends = 0;
+  std::thread appender([&] {
+    while (!done.load()) {
+      Append(log, {Created(std::to_string(appends++))});
+    }
+  });
+  std::thread waker_owner([&] {
+    for (int i = 0; i < kWakers; ++i) {
+      std::atomic<int>& mine = *calls[i];
+      const std::uint64_t id = hub.AddWaker([&mine] { mine.fetch_add(1); });
+      // Wait until an append after the registration has called it.
+      const std::uint64_t seen = hub.published();
+      while (hub.published() < seen + 2) std::this_thread::yield();
+      hub.RemoveWaker(id);
+      at_removal[i] = mine.load();
+    }
+    done.store(true);
+  });
+  waker_owner.join();
+  appender.join();
+  for (int i = 0; i < kWakers; ++i) {
+    EXPECT_GT(at_removal[i], 0) << "waker " << i << " was never called";
+    EXPECT_EQ(calls[i]->load(), at_removal[i]) << "waker " << i << " was called after removal";
+  }
+  EXPECT_EQ(hub.published(), static_cast<std::uint64_t>(appends));
 }
 
 TEST(FanoutHub, ConcurrentAppendersAndWalkersSeeEveryOffsetOnceInOrder) {

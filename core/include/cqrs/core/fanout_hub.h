@@ -67,8 +67,9 @@ class FanoutHub {
     mutable std::atomic<bool> published_{false};
   };
   using BatchPtr = std::shared_ptr<const Batch>;
-  // Called after every publish, on the appending thread, in offset order. Must be quick and must
-  // not block or append: post a wake-up somewhere and return.
+  // Called after every publish, on the appending thread, in offset order, while the hub's lock is
+  // held. Must be quick and must not block or append: post a wake-up somewhere (post, never
+  // dispatch) and return; it must not call Tail(), AddWaker() or RemoveWaker().
   using Waker = std::function<void()>;
 
   // Registers a listener on `log`; create the hub before appends start. The hub must outlive
