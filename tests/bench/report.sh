@@ -9,6 +9,8 @@
 # the `bench:begin` / `bench:end` markers of README.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Checked first: the plot needs it, and the benchmark run before the plot takes minutes.
+command -v gnuplot >/dev/null || { echo "report.sh: install gnuplot-nox (apt-get install gnuplot-nox)" >&2; exit 1; }
 out=tests/bench/results
 mkdir -p "$out"
 if [ $# -ge 1 ]; then
@@ -19,7 +21,6 @@ else
   build/release/tests/bench/cqrs_bench --workload all | tee /dev/stderr | grep '^W[1-5] ' \
     >"$out/bench.txt"
 fi
-command -v gnuplot >/dev/null || { echo "report.sh: install gnuplot-nox" >&2; exit 1; }
 
 python3 - "$out/bench.txt" "$out/latency.dat" README.md <<'EOF'
 import re, sys
