@@ -1,9 +1,11 @@
 #include "cqrs/core/command_context.h"
 
+#include <cassert>
+
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "cqrs/core/any_util.h"
 #include "cqrs/core/time_util.h"
+#include "wire_writer.h"
 
 namespace cqrs {
 
@@ -22,27 +24,83 @@ absl::string_view CommandContext::Metadata(absl::string_view key) const {
   return it == metadata.end() ? absl::string_view() : absl::string_view(it->second);
 }
 
-v1::EventEnvelope& CommandContext::Emit(const google::protobuf::Message& event,
-                                        const v1::StreamInfo& stream, const EmitOptions& options) {
-  auto* envelope = google::protobuf::Arena::CreateMessage<v1::EventEnvelope>(arena_);
-  const std::string& type = event.GetDescriptor()->full_name();
-  absl::StrAppend(envelope->mutable_id(), command_.id(), "/", staged_.size());
-  envelope->set_transaction_id(command_.transaction_id());
-  SetTimestamp(Now(), *envelope->mutable_timestamp());
-  envelope->set_type(type);
-  envelope->set_version(options.version);
-  *envelope->mutable_stream_info() = stream;
-  PackAny(event, *envelope->mutable_payload());
-  envelope->set_partition_key(options.partition_key.empty() ? stream.id()
-                                                            : std::string(options.partition_key));
-  envelope->set_producing_service_id(service_->service_id);
-  envelope->set_producing_service_version(service_->service_version);
-  envelope->set_channel(options.channel.empty() ? type : std::string(options.channel));
-  envelope->set_causation_id(command_.id());
-  envelope->set_correlation_id(command_.correlation_id().empty() ? command_.id()
-                                                                 : command_.correlation_id());
-  staged_.push_back(envelope);
-  return *envelope;
+const StagedEvent& CommandContext::Emit(const google::protobuf::Message& event, StreamRef stream,
+                                        const EmitOptions& options) {
+  // The envelope is written straight from its parts, field by field in field-number order
+  // (the bytes protobuf itself would write): no EventEnvelope message, whose string fields
+  // would each be a heap string, and no second serialization in the log.
+  using EventFields = v1::EventEnvelope;
+  const google::protobuf::Descriptor* descriptor = event.GetDescriptor();
+  const std::string& type = descriptor->full_name();
+  const std::string& type_url = TypeUrlOf(descriptor);
+  const absl::AlphaNum index(staged_.size());
+  const std::size_t id_size = command_.id().size() + 1 + index.size();  // "<command id>/<index>"
+  const TimestampParts now = ToTimestampParts(Now());
+  const std::size_t timestamp_size = wire::VarintField(1, wire::AsVarint(now.seconds)) +
+                                     wire::VarintField(2, wire::AsVarint(now.nanos));
+  const std::size_t stream_size =
+      wire::StringField(1, stream.id) + wire::StringField(2, stream.entity_type);
+  const std::size_t payload_size = event.ByteSizeLong();  // Caches the sizes for the write below.
+  const std::size_t any_size =
+      wire::StringField(1, type_url) + (payload_size == 0 ? 0 : wire::LengthField(2, payload_size));
+  const absl::string_view partition_key =
+      options.partition_key.empty() ? stream.id : options.partition_key;
+  const absl::string_view channel = options.channel.empty() ? type : options.channel;
+  const std::string& correlation_id =
+      command_.correlation_id().empty() ? command_.id() : command_.correlation_id();
+  const std::string& service_id = service_->service_id;
+  const std::string& service_version = service_->service_version;
+
+  const std::size_t size =
+      wire::LengthField(EventFields::kIdFieldNumber, id_size) +
+      wire::StringField(EventFields::kTransactionIdFieldNumber, command_.transaction_id()) +
+      wire::LengthField(EventFields::kTimestampFieldNumber, timestamp_size) +
+      wire::StringField(EventFields::kTypeFieldNumber, type) +
+      wire::VarintField(EventFields::kVersionFieldNumber, wire::AsVarint(options.version)) +
+      wire::LengthField(EventFields::kStreamInfoFieldNumber, stream_size) +
+      wire::LengthField(EventFields::kPayloadFieldNumber, any_size) +
+      wire::StringField(EventFields::kPartitionKeyFieldNumber, partition_key) +
+      wire::StringField(EventFields::kProducingServiceIdFieldNumber, service_id) +
+      wire::StringField(EventFields::kProducingServiceVersionFieldNumber, service_version) +
+      wire::StringField(EventFields::kChannelFieldNumber, channel) +
+      wire::StringField(EventFields::kCausationIdFieldNumber, command_.id()) +
+      wire::StringField(EventFields::kCorrelationIdFieldNumber, correlation_id);
+  std::string bytes;
+  bytes.reserve(size + StagedEvent::kPositionFieldsMaxBytes);  // The sink appends these.
+  bytes.resize(size);
+
+  wire::Writer out(bytes.data());
+  out.Length(EventFields::kIdFieldNumber, id_size);
+  out.Raw(command_.id());
+  out.Raw("/");
+  out.Raw(index.Piece());
+  out.String(EventFields::kTransactionIdFieldNumber, command_.transaction_id());
+  out.Length(EventFields::kTimestampFieldNumber, timestamp_size);
+  out.Varint(1, wire::AsVarint(now.seconds));
+  out.Varint(2, wire::AsVarint(now.nanos));
+  out.String(EventFields::kTypeFieldNumber, type);
+  out.Varint(EventFields::kVersionFieldNumber, wire::AsVarint(options.version));
+  out.Length(EventFields::kStreamInfoFieldNumber, stream_size);
+  out.String(1, stream.id);
+  out.String(2, stream.entity_type);
+  out.Length(EventFields::kPayloadFieldNumber, any_size);
+  out.String(1, type_url);
+  if (payload_size != 0) {
+    out.Length(2, payload_size);
+    event.SerializeWithCachedSizesToArray(out.Reserve(payload_size));
+  }
+  out.String(EventFields::kPartitionKeyFieldNumber, partition_key);
+  out.String(EventFields::kProducingServiceIdFieldNumber, service_id);
+  out.String(EventFields::kProducingServiceVersionFieldNumber, service_version);
+  out.String(EventFields::kChannelFieldNumber, channel);
+  out.String(EventFields::kCausationIdFieldNumber, command_.id());
+  out.String(EventFields::kCorrelationIdFieldNumber, correlation_id);
+  assert(out.position() == bytes.data() + bytes.size());
+
+  auto* staged =
+      google::protobuf::Arena::Create<StagedEvent>(arena_, std::move(bytes), std::string(channel));
+  staged_.push_back(staged);
+  return *staged;
 }
 
 }  // namespace cqrs

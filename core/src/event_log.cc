@@ -31,9 +31,6 @@ std::size_t CostOf(const EventRecord& record) {
   return record.envelope().size() + record.channel().size() + 160;
 }
 
-// Room that offset and epoch take at most: two one-byte tags and two 10-byte varints.
-constexpr std::size_t kPositionFieldsMaxBytes = 22;
-
 // Appends a varint field (wire type 0) to serialized message bytes.
 void AppendVarintField(std::string& out, std::uint32_t field, std::uint64_t value) {
   std::uint8_t bytes[16];
@@ -114,27 +111,20 @@ const std::string& EventRecord::server_message_json() const {
 InMemoryEventLog::InMemoryEventLog(InMemoryEventLogOptions options)
     : options_(options), epoch_(options.epoch != 0 ? options.epoch : RandomEpoch()) {}
 
-absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<v1::EventEnvelope* const> events) {
+absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<StagedEvent* const> events) {
   if (events.empty()) return AppendReceipt{.first_offset = 0, .count = 0, .epoch = epoch_};
-  // Everything that allocates or copies happens before the lock: each event is serialized once,
-  // without offset and epoch, into a buffer with room for both, and wrapped in its record. Under
-  // the lock each record gets its offset, the two fields are appended (protobuf accepts fields
-  // in any order; the reserved room means no reallocation), and the records join the window.
+  // Everything that allocates happens before the lock: each event's bytes (serialized once, by
+  // Emit, with room for offset and epoch) move into its record. Under the lock each record gets
+  // its offset, the two fields are appended (protobuf accepts fields in any order; the reserved
+  // room means no reallocation), and the records join the window.
   // Inline storage: a command usually appends one event, and this runs for every command.
   absl::InlinedVector<Record, 2> appended;
   absl::InlinedVector<EventRecord*, 2> unsealed;  // The same records, for sealing them.
   appended.reserve(events.size());
   unsealed.reserve(events.size());
-  for (v1::EventEnvelope* event : events) {
-    event->clear_offset();
-    event->clear_epoch();
-    const std::size_t size = event->ByteSizeLong();
-    std::string body;
-    body.reserve(size + kPositionFieldsMaxBytes);
-    body.resize(size);
-    event->SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(body.data()));
-    auto record =
-        std::make_shared<EventRecord>(EventRecord::Unsealed{}, event->channel(), std::move(body));
+  for (StagedEvent* event : events) {
+    auto record = std::make_shared<EventRecord>(EventRecord::Unsealed{}, event->TakeChannel(),
+                                                event->TakeEnvelope());
     unsealed.push_back(record.get());
     appended.push_back(std::move(record));
   }
@@ -173,10 +163,6 @@ absl::StatusOr<AppendReceipt> InMemoryEventLog::Append(std::span<v1::EventEnvelo
   mutex_.unlock();
   for (const Listener& listener : listeners_) listener(appended);
   notify_mutex_.unlock();
-  for (std::size_t i = 0; i < events.size(); ++i) {
-    events[i]->set_offset(receipt.first_offset + i);
-    events[i]->set_epoch(epoch_);
-  }
   return receipt;
 }
 

@@ -93,12 +93,8 @@ bool WriteAll(int fd, const char* data, std::size_t size) {
 // before the event log and the gateway, for comparison).
 class CountingSink : public EventSink {
  public:
-  absl::StatusOr<AppendReceipt> Append(std::span<v1::EventEnvelope* const> events) override {
+  absl::StatusOr<AppendReceipt> Append(std::span<StagedEvent* const> events) override {
     const std::uint64_t first = next_.fetch_add(events.size(), std::memory_order_relaxed) + 1;
-    for (std::size_t i = 0; i < events.size(); ++i) {
-      events[i]->set_offset(first + i);
-      events[i]->set_epoch(1);
-    }
     return AppendReceipt{.first_offset = first, .count = events.size(), .epoch = 1};
   }
   std::uint64_t appended() const { return next_.load(std::memory_order_relaxed); }

@@ -393,7 +393,9 @@ class FlakyService {
   v1::CommandEnvelope Command(std::string id) const {
     v1::CommandEnvelope command;
     command.set_id(std::move(id));
-    command.mutable_payload()->PackFrom(StreamOf("User", "u-1"));
+    v1::StreamInfo payload;  // The command type this service handles.
+    payload.set_id("u-1");
+    command.mutable_payload()->PackFrom(payload);
     return command;
   }
 

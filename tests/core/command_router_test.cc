@@ -60,13 +60,14 @@ class RecordingSink final : public EventSink {
   explicit RecordingSink(std::uint64_t first_offset = 0, std::uint64_t epoch = 1)
       : next_offset_(first_offset), epoch_(epoch) {}
 
-  absl::StatusOr<AppendReceipt> Append(std::span<v1::EventEnvelope* const> events) override {
+  absl::StatusOr<AppendReceipt> Append(std::span<StagedEvent* const> events) override {
     std::lock_guard lock(mutex_);
     AppendReceipt receipt{.first_offset = next_offset_, .count = events.size(), .epoch = epoch_};
-    for (v1::EventEnvelope* event : events) {
-      event->set_offset(next_offset_++);
-      event->set_epoch(epoch_);
-      events_.push_back(*event);
+    for (const StagedEvent* event : events) {
+      v1::EventEnvelope& kept = events_.emplace_back(event->Decode());
+      EXPECT_EQ(kept.channel(), event->channel());
+      kept.set_offset(next_offset_++);
+      kept.set_epoch(epoch_);
     }
     ++appends_;
     return receipt;
@@ -92,7 +93,7 @@ class RecordingSink final : public EventSink {
 // A sink whose log is down.
 class FailingSink final : public EventSink {
  public:
-  absl::StatusOr<AppendReceipt> Append(std::span<v1::EventEnvelope* const>) override {
+  absl::StatusOr<AppendReceipt> Append(std::span<StagedEvent* const>) override {
     return absl::UnavailableError("the event log is down");
   }
 };
@@ -110,6 +111,14 @@ v1::CommandEnvelope MakeCommand(std::string id, const google::protobuf::Message&
   command.set_transaction_id("tx-1");
   command.mutable_payload()->PackFrom(payload);
   return command;
+}
+
+// A command of a second type (most tests register handlers only for CreateUser).
+v1::StreamInfo OtherCommand(std::string id) {
+  v1::StreamInfo message;
+  message.set_entity_type("User");
+  message.set_id(std::move(id));
+  return message;
 }
 
 // Dispatches `command` with its own arena and context; `response` must outlive the awaitable.
@@ -238,13 +247,13 @@ TEST_F(CommandRouterTest, StatusOnlyHandlerAnswersWithoutPayload) {
                   })
                   .ok());
 
-  const Envelope ok = Dispatch(router_, MakeCommand("cmd-1", StreamOf("User", "u-1")));
+  const Envelope ok = Dispatch(router_, MakeCommand("cmd-1", OtherCommand("u-1")));
   EXPECT_EQ(ok.status(), Envelope::OK) << ok.DebugString();
   EXPECT_FALSE(ok.has_payload());
   EXPECT_TRUE(ok.type().empty());
   EXPECT_TRUE(ok.event_offsets().empty());
 
-  const Envelope busy = Dispatch(router_, MakeCommand("cmd-2", StreamOf("User", "busy")));
+  const Envelope busy = Dispatch(router_, MakeCommand("cmd-2", OtherCommand("busy")));
   EXPECT_EQ(busy.status(), Envelope::UNAVAILABLE);
   EXPECT_EQ(busy.error().message(), "try later");
   EXPECT_EQ(busy.error().error_code(), "UNAVAILABLE");  // No code attached: the status name.
@@ -261,7 +270,7 @@ TEST_F(CommandRouterTest, UnknownTypeIsNotFound) {
           })
           .ok());
 
-  const Envelope response = Dispatch(router_, MakeCommand("cmd-1", StreamOf("User", "u-1")));
+  const Envelope response = Dispatch(router_, MakeCommand("cmd-1", OtherCommand("u-1")));
   EXPECT_EQ(response.status(), Envelope::NOT_FOUND);
   EXPECT_EQ(response.error().error_code(), "NO_HANDLER");
   EXPECT_THAT(response.error().message(), HasSubstr("cqrs.v1.StreamInfo"));
@@ -572,7 +581,7 @@ TEST_F(CommandRouterTest, HeaderFieldsAreFilledWhateverTheOutcome) {
   v1::CommandEnvelope ok_command = MakeCommand("cmd-1", NewUser("bob", "u-1"));
   ok_command.set_transaction_id("tx-ok");
   const Envelope ok = Dispatch(router_, ok_command);
-  const Envelope not_found = Dispatch(router_, MakeCommand("cmd-2", StreamOf("User", "u-1")));
+  const Envelope not_found = Dispatch(router_, MakeCommand("cmd-2", OtherCommand("u-1")));
   const absl::Time after = absl::Now();
 
   EXPECT_EQ(ok.status(), Envelope::OK);
@@ -672,10 +681,12 @@ TEST(CommandContextTest, EmitFillsTheEnvelope) {
   created.set_name("bob");
 
   const absl::Time before = absl::Now();
-  v1::EventEnvelope& first = ctx.Emit(created, StreamOf("User", "u-1"));
-  v1::EventEnvelope& second = ctx.Emit(created, StreamOf("User", "u-1"),
-                                       {.channel = "users", .partition_key = "pk", .version = 2});
+  const StagedEvent& first_staged = ctx.Emit(created, StreamOf("User", "u-1"));
+  const StagedEvent& second_staged = ctx.Emit(
+      created, StreamOf("User", "u-1"), {.channel = "users", .partition_key = "pk", .version = 2});
   const absl::Time after = absl::Now();
+  const v1::EventEnvelope first = first_staged.Decode();
+  const v1::EventEnvelope second = second_staged.Decode();
 
   EXPECT_EQ(first.id(), "cmd-9/0");
   EXPECT_EQ(second.id(), "cmd-9/1");
@@ -688,6 +699,8 @@ TEST(CommandContextTest, EmitFillsTheEnvelope) {
     EXPECT_EQ(event->correlation_id(), "cmd-9");  // Defaults to the command id.
     EXPECT_EQ(event->producing_service_id(), "svc");
     EXPECT_EQ(event->producing_service_version(), "3.1");
+    EXPECT_EQ(event->offset(), 0u);  // The sink adds offset and epoch.
+    EXPECT_EQ(event->epoch(), 0u);
     ASSERT_TRUE(event->has_timestamp());
     EXPECT_GE(FromTimestamp(event->timestamp()), before);
     EXPECT_LE(FromTimestamp(event->timestamp()), after);
@@ -697,17 +710,95 @@ TEST(CommandContextTest, EmitFillsTheEnvelope) {
     EXPECT_EQ(unpacked.name(), "bob");
   }
   EXPECT_EQ(first.channel(), "users.v1.UserCreated");  // Default: the type's full name.
-  EXPECT_EQ(first.partition_key(), "u-1");             // Default: the stream id.
+  EXPECT_EQ(first_staged.channel(), "users.v1.UserCreated");
+  EXPECT_EQ(first.partition_key(), "u-1");  // Default: the stream id.
   EXPECT_EQ(first.version(), 0);
   EXPECT_EQ(second.channel(), "users");
+  EXPECT_EQ(second_staged.channel(), "users");
   EXPECT_EQ(second.partition_key(), "pk");
   EXPECT_EQ(second.version(), 2);
 
   ASSERT_EQ(ctx.staged_events().size(), 2u);
-  EXPECT_EQ(ctx.staged_events()[0], &first);
-  EXPECT_EQ(ctx.staged_events()[1], &second);
+  EXPECT_EQ(ctx.staged_events()[0], &first_staged);
+  EXPECT_EQ(ctx.staged_events()[1], &second_staged);
   ctx.DiscardStagedEvents();
   EXPECT_TRUE(ctx.staged_events().empty());
+}
+
+// Emit writes the envelope by hand: its bytes must be exactly what protobuf writes for the same
+// message (field order, omitted defaults, nested messages, negative varints, long strings whose
+// length takes two bytes, field numbers above 15), so every reader decodes them alike.
+TEST(CommandContextTest, EmitWritesWhatProtobufWrites) {
+  struct Case {
+    std::string command_id, transaction_id, correlation_id, entity_type, stream_id, name;
+    EmitOptions options;
+    ServiceInfo service;
+  };
+  const std::string long_id(200, 'i');
+  const std::vector<Case> cases = {
+      {"cmd-1", "tx-1", "", "User", "u-1", "bob", {}, {}},
+      {"cmd-2", "", "corr", "User", "u-2", "", {.channel = "users", .version = 7}, {"svc", "1.2"}},
+      {long_id,
+       "",
+       "",
+       "",
+       "",
+       std::string(300, 'n'),
+       {.partition_key = "pk", .version = -3},
+       {"", ""}},
+      {"c", "t", "", "E", long_id, "x", {.channel = "c", .partition_key = "p"}, {"s", "v"}},
+  };
+  for (const Case& c : cases) {
+    v1::CommandEnvelope command = MakeCommand(c.command_id, NewUser("bob"));
+    command.set_transaction_id(c.transaction_id);
+    command.set_correlation_id(c.correlation_id);
+    google::protobuf::Arena arena;
+    CommandContext ctx(command, &arena, &c.service);
+    UserCreated created;
+    created.set_user_id(c.stream_id);
+    created.set_name(c.name);
+    const StagedEvent& staged = ctx.Emit(created, StreamOf(c.entity_type, c.stream_id), c.options);
+
+    // The same envelope built field by field as a message (with Emit's timestamp, which the
+    // test cannot predict).
+    v1::EventEnvelope expected;
+    expected.set_id(c.command_id + "/0");
+    expected.set_transaction_id(c.transaction_id);
+    *expected.mutable_timestamp() = staged.Decode().timestamp();
+    expected.set_type("users.v1.UserCreated");
+    expected.set_version(c.options.version);
+    expected.mutable_stream_info()->set_id(c.stream_id);
+    expected.mutable_stream_info()->set_entity_type(c.entity_type);
+    expected.mutable_payload()->PackFrom(created);
+    expected.set_partition_key(
+        c.options.partition_key.empty() ? c.stream_id : std::string(c.options.partition_key));
+    expected.set_producing_service_id(c.service.service_id);
+    expected.set_producing_service_version(c.service.service_version);
+    expected.set_channel(c.options.channel.empty() ? "users.v1.UserCreated"
+                                                   : std::string(c.options.channel));
+    expected.set_causation_id(c.command_id);
+    expected.set_correlation_id(c.correlation_id.empty() ? c.command_id : c.correlation_id);
+
+    EXPECT_EQ(staged.envelope(), expected.SerializeAsString()) << c.command_id;
+    EXPECT_EQ(staged.channel(), expected.channel());
+    // Room for the offset and epoch the sink appends.
+    EXPECT_GE(staged.envelope().capacity(),
+              staged.envelope().size() + StagedEvent::kPositionFieldsMaxBytes);
+  }
+}
+
+TEST(CommandContextTest, EmitAcceptsTheStreamAsAMessage) {
+  v1::CommandEnvelope command = MakeCommand("cmd-9", NewUser("bob"));
+  google::protobuf::Arena arena;
+  const ServiceInfo service;
+  CommandContext ctx(command, &arena, &service);
+  v1::StreamInfo stream;
+  stream.set_entity_type("User");
+  stream.set_id("u-7");
+  const v1::EventEnvelope event = ctx.Emit(UserCreated(), stream).Decode();
+  EXPECT_EQ(event.stream_info().entity_type(), "User");
+  EXPECT_EQ(event.stream_info().id(), "u-7");
+  EXPECT_EQ(event.partition_key(), "u-7");
 }
 
 TEST(CommandContextTest, EmitKeepsAnExplicitCorrelationId) {
@@ -718,10 +809,29 @@ TEST(CommandContextTest, EmitKeepsAnExplicitCorrelationId) {
   CommandContext ctx(command, &arena, &service);
   EXPECT_EQ(ctx.correlation_id(), "corr-1");
 
-  const v1::EventEnvelope& event = ctx.Emit(UserCreated(), StreamOf("User", "u-1"));
+  const v1::EventEnvelope event = ctx.Emit(UserCreated(), StreamOf("User", "u-1")).Decode();
   EXPECT_EQ(event.correlation_id(), "corr-1");
   EXPECT_EQ(event.causation_id(), "cmd-9");
   EXPECT_EQ(event.producing_service_id(), "cqrs");
+}
+
+TEST(StagedEventTest, FromLeavesOutOffsetAndEpoch) {
+  v1::EventEnvelope envelope;
+  envelope.set_id("e-1");
+  envelope.set_channel("users");
+  envelope.set_offset(42);
+  envelope.set_epoch(7);
+  StagedEvent staged = StagedEvent::From(envelope);
+  EXPECT_EQ(staged.channel(), "users");
+  const v1::EventEnvelope decoded = staged.Decode();
+  EXPECT_EQ(decoded.id(), "e-1");
+  EXPECT_EQ(decoded.offset(), 0u);
+  EXPECT_EQ(decoded.epoch(), 0u);
+  EXPECT_EQ(envelope.offset(), 42u);  // The source is left as it was.
+
+  const std::string bytes = staged.TakeEnvelope();
+  EXPECT_EQ(bytes, decoded.SerializeAsString());
+  EXPECT_TRUE(staged.envelope().empty());
 }
 
 TEST(CommandContextTest, Accessors) {
@@ -805,7 +915,7 @@ TEST_F(CommandRouterTest, InterceptorsRunInRegistrationOrderAroundTheHandler) {
 
   // No handler, no parsed command: the chain does not run.
   trace.clear();
-  EXPECT_EQ(Dispatch(router_, MakeCommand("cmd-3", StreamOf("User", "u"))).status(),
+  EXPECT_EQ(Dispatch(router_, MakeCommand("cmd-3", OtherCommand("u"))).status(),
             Envelope::NOT_FOUND);
   EXPECT_TRUE(trace.empty());
 }

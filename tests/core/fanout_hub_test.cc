@@ -31,9 +31,11 @@ v1::EventEnvelope Created(std::string name, std::string channel = "users") {
   return event;
 }
 
-void Append(EventLog& log, std::vector<v1::EventEnvelope> events) {
-  std::vector<v1::EventEnvelope*> pointers;
-  for (auto& event : events) pointers.push_back(&event);
+void Append(EventLog& log, const std::vector<v1::EventEnvelope>& events) {
+  std::vector<StagedEvent> staged;
+  for (const auto& event : events) staged.push_back(StagedEvent::From(event));
+  std::vector<StagedEvent*> pointers;
+  for (auto& event : staged) pointers.push_back(&event);
   ASSERT_TRUE(log.Append(pointers).ok());
 }
 

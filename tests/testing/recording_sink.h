@@ -1,7 +1,7 @@
 // File: testing/recording_sink.h
 //
-// An EventSink for tests: assigns contiguous offsets (from 1) under one epoch and keeps a copy
-// of every appended event.
+// An EventSink for tests: assigns contiguous offsets (from 1) under one epoch and keeps a
+// decoded copy of every appended event (offset and epoch set).
 //
 //   testing::RecordingSink sink;
 //   router.set_event_sink(&sink);
@@ -21,14 +21,15 @@ class RecordingSink : public EventSink {
  public:
   explicit RecordingSink(std::uint64_t epoch = 1) : epoch_(epoch) {}
 
-  absl::StatusOr<AppendReceipt> Append(std::span<v1::EventEnvelope* const> events) override {
+  absl::StatusOr<AppendReceipt> Append(std::span<StagedEvent* const> events) override {
     std::lock_guard lock(mutex_);
     AppendReceipt receipt{
         .first_offset = events_.size() + 1, .count = events.size(), .epoch = epoch_};
-    for (v1::EventEnvelope* event : events) {
-      event->set_offset(events_.size() + 1);
-      event->set_epoch(epoch_);
-      events_.push_back(*event);
+    for (const StagedEvent* event : events) {
+      v1::EventEnvelope envelope = event->Decode();
+      envelope.set_offset(events_.size() + 1);
+      envelope.set_epoch(epoch_);
+      events_.push_back(std::move(envelope));
     }
     return receipt;
   }

@@ -26,6 +26,7 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "cqrs/core/event_sink.h"
 #include "cqrs/v1/command.pb.h"
 #include "cqrs/v1/event.pb.h"
 
@@ -46,11 +47,21 @@ struct EmitOptions {
   std::int32_t version = 0;
 };
 
-inline v1::StreamInfo StreamOf(absl::string_view entity_type, absl::string_view id) {
-  v1::StreamInfo stream;
-  stream.set_entity_type(std::string(entity_type));
-  stream.set_id(std::string(id));
-  return stream;
+// The stream (aggregate instance) an event belongs to, by reference: Emit copies the strings
+// into the event, so they need to live only until Emit returns.
+struct StreamRef {
+  StreamRef(absl::string_view entity_type_in, absl::string_view id_in)
+      : entity_type(entity_type_in), id(id_in) {}
+  // From the message form (implicit, so a v1::StreamInfo can be passed to Emit as it is).
+  StreamRef(const v1::StreamInfo& stream)  // NOLINT(google-explicit-constructor)
+      : entity_type(stream.entity_type()), id(stream.id()) {}
+
+  absl::string_view entity_type;
+  absl::string_view id;
+};
+
+inline StreamRef StreamOf(absl::string_view entity_type, absl::string_view id) {
+  return StreamRef(entity_type, id);
 }
 
 class CommandContext {
@@ -75,11 +86,12 @@ class CommandContext {
   const std::string& principal() const { return principal_; }
   void set_principal(std::string principal) { principal_ = std::move(principal); }
 
-  // Stages `event` (copied, packed into an Any) for `stream`. Returns the staged envelope for
-  // callers that want to set more fields. Valid until the command completes.
-  v1::EventEnvelope& Emit(const google::protobuf::Message& event, const v1::StreamInfo& stream,
+  // Stages `event` for `stream`: serializes its cqrs.v1.EventEnvelope once (the event packed in
+  // an Any, ids, type, timestamp, channel; the sink adds offset and epoch). Returns the staged
+  // event (its Decode() shows the envelope), valid until the command completes.
+  const StagedEvent& Emit(const google::protobuf::Message& event, StreamRef stream,
                           const EmitOptions& options = {});
-  std::span<v1::EventEnvelope* const> staged_events() const { return staged_; }
+  std::span<StagedEvent* const> staged_events() const { return staged_; }
   void DiscardStagedEvents() { staged_.clear(); }
 
   // Scratch arena that lives as long as the command: messages created on it need no delete.
@@ -91,7 +103,7 @@ class CommandContext {
   google::protobuf::Arena* arena_;
   const ServiceInfo* service_;
   std::string principal_;
-  absl::InlinedVector<v1::EventEnvelope*, 2> staged_;
+  absl::InlinedVector<StagedEvent*, 2> staged_;  // On the arena.
 };
 
 }  // namespace cqrs

@@ -114,7 +114,7 @@ class InMemoryEventLog final : public EventLog {
  public:
   explicit InMemoryEventLog(InMemoryEventLogOptions options = {});
 
-  absl::StatusOr<AppendReceipt> Append(std::span<v1::EventEnvelope* const> events) override;
+  absl::StatusOr<AppendReceipt> Append(std::span<StagedEvent* const> events) override;
   absl::StatusOr<std::vector<Record>> Read(std::uint64_t after, std::size_t max) const override;
   std::uint64_t head() const override;
   std::uint64_t earliest() const override;

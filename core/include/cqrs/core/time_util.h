@@ -23,7 +23,13 @@ namespace cqrs {
 // command path reads the time several times per command.
 inline absl::Time Now() { return absl::FromChrono(std::chrono::system_clock::now()); }
 
-inline void SetTimestamp(absl::Time time, google::protobuf::Timestamp& out) {
+// A time as google.protobuf.Timestamp holds it: seconds since the epoch and 0..999,999,999 nanos.
+struct TimestampParts {
+  std::int64_t seconds = 0;
+  std::int32_t nanos = 0;
+};
+
+inline TimestampParts ToTimestampParts(absl::Time time) {
   const std::int64_t nanos = absl::ToUnixNanos(time);
   std::int64_t seconds = nanos / 1'000'000'000;
   std::int64_t rest = nanos % 1'000'000'000;
@@ -31,8 +37,13 @@ inline void SetTimestamp(absl::Time time, google::protobuf::Timestamp& out) {
     rest += 1'000'000'000;
     --seconds;
   }
-  out.set_seconds(seconds);
-  out.set_nanos(static_cast<std::int32_t>(rest));
+  return {seconds, static_cast<std::int32_t>(rest)};
+}
+
+inline void SetTimestamp(absl::Time time, google::protobuf::Timestamp& out) {
+  const TimestampParts parts = ToTimestampParts(time);
+  out.set_seconds(parts.seconds);
+  out.set_nanos(parts.nanos);
 }
 
 inline absl::Time FromTimestamp(const google::protobuf::Timestamp& timestamp) {
