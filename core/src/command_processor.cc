@@ -82,22 +82,17 @@ Awaitable<CommandProcessor::Response> CommandProcessor::Run(Admission& admission
   }
   // Usually the subject is free (or there is none): then no coroutine is started for the wait.
   if (admission.turn_.must_wait()) co_await sequencer_.Wait(admission.turn_);
-  auto* response = google::protobuf::Arena::CreateMessage<v1::CommandResponseEnvelope>(arena);
+  std::string serialized;
+  CommandStatus status;
   {
     CommandContext ctx(command, arena, &router_.service());
     ctx.set_principal(principal);
-    co_await router_.Dispatch(ctx, *response);
+    status = co_await router_.DispatchSerialized(ctx, serialized);
   }
   admission.turn_.Release();
-  Response bytes;
-  if (tracked) {
-    std::string serialized;
-    response->SerializeToString(&serialized);
-    bytes = cache_.Finish(admission.claim_, std::move(serialized), Remember(response->status()));
-    admission.processor_ = nullptr;
-  } else {
-    bytes = Serialize(*response);
-  }
+  if (!tracked) co_return std::make_shared<const std::string>(std::move(serialized));
+  Response bytes = cache_.Finish(admission.claim_, std::move(serialized), Remember(status));
+  admission.processor_ = nullptr;
   co_return bytes;
 }
 

@@ -1,5 +1,6 @@
 #include "cqrs/core/command_router.h"
 
+#include <cassert>
 #include <chrono>
 #include <exception>
 #include <random>
@@ -8,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "cqrs/core/any_util.h"
 #include "cqrs/core/time_util.h"
+#include "wire_writer.h"
 
 namespace cqrs {
 
@@ -17,7 +19,7 @@ struct Invocation {
   const std::vector<std::shared_ptr<Interceptor>>* interceptors;
   const google::protobuf::Message* command;
   CommandContext* ctx;
-  v1::CommandResponseEnvelope* response;
+  CommandRouter::Reply* reply;
 };
 
 Awaitable<absl::Status> Next::operator()() const {
@@ -26,7 +28,7 @@ Awaitable<absl::Status> Next::operator()() const {
     return (*call.interceptors)[index_]->Intercept(*call.command, *call.ctx,
                                                    Next(invocation_, index_ + 1));
   }
-  return call.entry->invoke(*call.command, *call.ctx, *call.response);
+  return call.entry->invoke(*call.command, *call.ctx, *call.reply);
 }
 
 namespace {
@@ -67,10 +69,13 @@ bool CommandRouter::Has(absl::string_view full_type_name) const {
   return handlers_.contains(full_type_name);
 }
 
-void CommandRouter::PackReply(const google::protobuf::Message& reply,
-                              v1::CommandResponseEnvelope& response) {
-  PackAny(reply, *response.mutable_payload());
-  response.set_type(reply.GetDescriptor()->full_name());
+void CommandRouter::KeepReply(const google::protobuf::Message& reply, CommandContext& ctx,
+                              Reply& out) {
+  const std::size_t size = reply.ByteSizeLong();
+  char* bytes = google::protobuf::Arena::CreateArray<char>(ctx.arena(), size);
+  reply.SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(bytes));
+  out.type = reply.GetDescriptor();
+  out.bytes = absl::string_view(bytes, size);
 }
 
 absl::StatusOr<google::protobuf::Message*> CommandRouter::Prepare(CommandContext& ctx,
@@ -117,17 +122,15 @@ void CommandRouter::FillHeader(const v1::CommandEnvelope& command,
   SetTimestamp(Now(), *response.mutable_timestamp());
 }
 
-Awaitable<void> CommandRouter::Dispatch(CommandContext& ctx,
-                                        v1::CommandResponseEnvelope& response) const {
-  FillHeader(ctx.envelope(), response);
-
+Awaitable<absl::Status> CommandRouter::Execute(CommandContext& ctx, Reply& reply,
+                                               AppendReceipt& receipt) const {
   const Entry* entry = nullptr;
   absl::string_view type;
   absl::Status status;
   if (auto parsed = Prepare(ctx, entry, type); !parsed.ok()) {
     status = std::move(parsed).status();
   } else {
-    Invocation call{entry, &interceptors_, *parsed, &ctx, &response};
+    Invocation call{entry, &interceptors_, *parsed, &ctx, &reply};
     try {
       status = co_await Next(&call, 0)();
     } catch (const std::exception& e) {
@@ -153,24 +156,120 @@ Awaitable<void> CommandRouter::Dispatch(CommandContext& ctx,
           absl::InternalError("events were emitted but the server has no event sink"),
           "NO_EVENT_SINK",
           absl::StrCat(ctx.staged_events().size(), " staged events were not appended"));
-    } else if (auto receipt = sink_->Append(ctx.staged_events()); !receipt.ok()) {
-      status = WithErrorCode(absl::Status(receipt.status().code(),
+    } else if (auto appended = sink_->Append(ctx.staged_events()); !appended.ok()) {
+      status = WithErrorCode(absl::Status(appended.status().code(),
                                           absl::StrCat("appending the command's events failed: ",
-                                                       receipt.status().message())),
+                                                       appended.status().message())),
                              "EVENT_APPEND_FAILED");
     } else {
-      for (std::uint64_t i = 0; i < receipt->count; ++i) {
-        response.add_event_offsets(receipt->first_offset + i);
-      }
-      response.set_event_epoch(receipt->epoch);
+      receipt = *appended;
     }
   }
   if (!status.ok()) {
     ctx.DiscardStagedEvents();
-    response.clear_payload();
-    response.clear_type();
+    reply = {};
+    receipt = {};
   }
+  co_return status;
+}
+
+void CommandRouter::Render(const v1::CommandEnvelope& command, const absl::Status& status,
+                           const Reply& reply, const AppendReceipt& receipt,
+                           v1::CommandResponseEnvelope& response) const {
+  FillHeader(command, response);
+  if (reply.type != nullptr) {
+    response.set_type(reply.type->full_name());
+    google::protobuf::Any& payload = *response.mutable_payload();
+    payload.set_type_url(TypeUrlOf(reply.type));
+    payload.set_value(std::string(reply.bytes));
+  }
+  for (std::uint64_t i = 0; i < receipt.count; ++i) {
+    response.add_event_offsets(receipt.first_offset + i);
+  }
+  if (receipt.count != 0) response.set_event_epoch(receipt.epoch);
   SetStatus(status, response);
+}
+
+Awaitable<void> CommandRouter::Dispatch(CommandContext& ctx,
+                                        v1::CommandResponseEnvelope& response) const {
+  Reply reply;
+  AppendReceipt receipt;
+  const absl::Status status = co_await Execute(ctx, reply, receipt);
+  Render(ctx.envelope(), status, reply, receipt, response);
+}
+
+Awaitable<CommandStatus> CommandRouter::DispatchSerialized(CommandContext& ctx,
+                                                           std::string& out) const {
+  Reply reply;
+  AppendReceipt receipt;
+  const absl::Status status = co_await Execute(ctx, reply, receipt);
+  const v1::CommandEnvelope& command = ctx.envelope();
+  if (!status.ok()) {
+    // Failures are the rare path: the message, with its error, serialized as usual.
+    v1::CommandResponseEnvelope response;
+    Render(command, status, reply, receipt, response);
+    response.SerializeToString(&out);
+    co_return response.status();
+  }
+
+  // OK: the bytes Render + SerializeToString would give, written field by field in field-number
+  // order, without a message whose string fields would each be a heap string.
+  using Fields = v1::CommandResponseEnvelope;
+  const TimestampParts now = ToTimestampParts(Now());
+  const std::size_t timestamp_size = wire::VarintField(1, wire::AsVarint(now.seconds)) +
+                                     wire::VarintField(2, wire::AsVarint(now.nanos));
+  const absl::AlphaNum number(response_ids_.Next());
+  const std::size_t id_size = response_id_prefix_.size() + 1 + number.size();  // "<prefix>-<n>"
+  absl::string_view type;
+  absl::string_view type_url;
+  std::size_t any_size = 0;
+  if (reply.type != nullptr) {
+    type = reply.type->full_name();
+    type_url = TypeUrlOf(reply.type);
+    any_size = wire::StringField(1, type_url) + wire::StringField(2, reply.bytes);
+  }
+  std::size_t offsets_size = 0;  // Packed: the varints, after one tag and length.
+  for (std::uint64_t i = 0; i < receipt.count; ++i) {
+    offsets_size += wire::VarintSize(receipt.first_offset + i);
+  }
+  const std::size_t size =
+      wire::StringField(Fields::kTransactionIdFieldNumber, command.transaction_id()) +
+      wire::StringField(Fields::kCommandIdFieldNumber, command.id()) +
+      wire::LengthField(Fields::kTimestampFieldNumber, timestamp_size) +
+      wire::StringField(Fields::kServiceIdFieldNumber, service_.service_id) +
+      wire::StringField(Fields::kTypeFieldNumber, type) +
+      (reply.type == nullptr ? 0 : wire::LengthField(Fields::kPayloadFieldNumber, any_size)) +
+      wire::LengthField(Fields::kIdFieldNumber, id_size) +
+      wire::VarintField(Fields::kStatusFieldNumber, Fields::OK) +
+      (receipt.count == 0 ? 0 : wire::LengthField(Fields::kEventOffsetsFieldNumber, offsets_size)) +
+      (receipt.count == 0 ? 0 : wire::VarintField(Fields::kEventEpochFieldNumber, receipt.epoch));
+  out.resize(size);
+
+  wire::Writer w(out.data());
+  w.String(Fields::kTransactionIdFieldNumber, command.transaction_id());
+  w.String(Fields::kCommandIdFieldNumber, command.id());
+  w.Length(Fields::kTimestampFieldNumber, timestamp_size);
+  w.Varint(1, wire::AsVarint(now.seconds));
+  w.Varint(2, wire::AsVarint(now.nanos));
+  w.String(Fields::kServiceIdFieldNumber, service_.service_id);
+  w.String(Fields::kTypeFieldNumber, type);
+  if (reply.type != nullptr) {
+    w.Length(Fields::kPayloadFieldNumber, any_size);
+    w.String(1, type_url);
+    w.String(2, reply.bytes);
+  }
+  w.Length(Fields::kIdFieldNumber, id_size);
+  w.Raw(response_id_prefix_);
+  w.Raw("-");
+  w.Raw(number.Piece());
+  w.Varint(Fields::kStatusFieldNumber, Fields::OK);
+  if (receipt.count != 0) {
+    w.Length(Fields::kEventOffsetsFieldNumber, offsets_size);
+    for (std::uint64_t i = 0; i < receipt.count; ++i) w.RawVarint(receipt.first_offset + i);
+    w.Varint(Fields::kEventEpochFieldNumber, receipt.epoch);
+  }
+  assert(w.position() == out.data() + out.size());
+  co_return Fields::OK;
 }
 
 }  // namespace cqrs

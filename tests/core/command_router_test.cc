@@ -28,6 +28,7 @@
 #include <boost/system/system_error.hpp>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "cqrs/core/command_context.h"
@@ -203,6 +204,80 @@ TEST_F(CommandRouterTest, OkCarriesReplyPayloadAndEventOffsets) {
   const Envelope second = Dispatch(router_, MakeCommand("cmd-2", NewUser("eve", "u-2")));
   ASSERT_EQ(second.status(), Envelope::OK) << second.DebugString();
   EXPECT_THAT(second.event_offsets(), ElementsAre(102u, 103u));
+}
+
+// DispatchSerialized writes OK responses by hand: the bytes must be what protobuf writes for the
+// response Dispatch builds (same fields; canonical order and encoding), for every shape of OK
+// response and for the failures it renders as messages.
+Awaitable<CommandStatus> DispatchBytesInto(const CommandRouter& router,
+                                           const v1::CommandEnvelope& command, std::string& out) {
+  google::protobuf::Arena arena;
+  CommandContext ctx(command, &arena, &router.service());
+  co_return co_await router.DispatchSerialized(ctx, out);
+}
+
+TEST_F(CommandRouterTest, DispatchSerializedWritesWhatDispatchBuilds) {
+  // Offsets from 300: two-byte varints in the packed field.
+  RecordingSink sink(/*first_offset=*/300, /*epoch=*/1ULL << 40);
+  router_.set_event_sink(&sink);
+  ASSERT_TRUE(router_
+                  .Handle<CreateUser>(
+                      [](const CreateUser& command, CommandContext& ctx) -> CreateUserResult {
+                        if (command.name() == "reject") co_return Rejected("NO", "refused");
+                        const int events = command.user_id() == "none"  ? 0
+                                           : command.user_id() == "two" ? 2
+                                                                        : 1;
+                        for (int i = 0; i < events; ++i) {
+                          ctx.Emit(UserCreated(), StreamOf("User", command.user_id()));
+                        }
+                        CreateUserReply reply;
+                        if (command.name() != "empty-reply") reply.set_user_id(command.user_id());
+                        co_return reply;
+                      })
+                  .ok());
+  ASSERT_TRUE(router_
+                  .Handle<v1::StreamInfo>(
+                      [](const v1::StreamInfo&, CommandContext&) -> Awaitable<absl::Status> {
+                        co_return absl::OkStatus();  // No reply message, no events.
+                      })
+                  .ok());
+
+  std::vector<v1::CommandEnvelope> commands = {
+      MakeCommand("cmd-1", NewUser("bob", "one")),
+      MakeCommand(std::string(200, 'c'), NewUser("bob", "two")),  // A long command id.
+      MakeCommand("cmd-3", NewUser("bob", "none")),
+      MakeCommand("cmd-4", NewUser("empty-reply", "one")),
+      MakeCommand("cmd-5", OtherCommand("x")),
+      MakeCommand("cmd-6", NewUser("reject", "one")),  // Failures take the message path.
+      MakeCommand("cmd-7", NewUser("", "")),
+  };
+  commands[2].clear_transaction_id();
+  for (const v1::CommandEnvelope& command : commands) {
+    SCOPED_TRACE(command.id().substr(0, 8));
+    asio::io_context io;
+    std::string bytes;
+    CommandStatus status = Envelope::STATUS_UNSPECIFIED;
+    cqrs::testing::Run(io, [&]() -> Awaitable<void> {
+      status = co_await DispatchBytesInto(router_, command, bytes);
+    }());
+    Envelope written;
+    ASSERT_TRUE(written.ParseFromString(bytes));
+    EXPECT_EQ(written.status(), status);
+    // Canonical: protobuf writes the parsed message back to the very same bytes.
+    EXPECT_EQ(written.SerializeAsString(), bytes);
+
+    // The same command through Dispatch (a new response id and time; its events follow on).
+    Envelope built = Dispatch(router_, command);
+    EXPECT_NE(built.id(), written.id());
+    EXPECT_TRUE(absl::StartsWith(written.id(), built.id().substr(0, built.id().find('-') + 1)));
+    built.set_id(written.id());
+    *built.mutable_timestamp() = written.timestamp();
+    for (int i = 0; i < built.event_offsets_size(); ++i) {
+      EXPECT_EQ(built.event_offsets(i), written.event_offsets(i) + written.event_offsets_size());
+      built.set_event_offsets(i, written.event_offsets(i));
+    }
+    EXPECT_EQ(built.SerializeAsString(), bytes) << built.DebugString() << written.DebugString();
+  }
 }
 
 TEST_F(CommandRouterTest, UserServiceHandlersCreateAUser) {

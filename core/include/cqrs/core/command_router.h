@@ -102,10 +102,14 @@ constexpr bool CheckHandler() {
 
 class CommandRouter {
  public:
-  // Runs a parsed command; fills the reply payload of `response` on success.
+  // A handler's reply, serialized once, on the command's arena (valid as long as the arena).
+  struct Reply {
+    const google::protobuf::Descriptor* type = nullptr;  // Null: the handler returned no reply.
+    absl::string_view bytes;
+  };
+  // Runs a parsed command; sets `reply` on success when the handler returns a reply message.
   using Invoker = std::function<Awaitable<absl::Status>(const google::protobuf::Message& command,
-                                                        CommandContext& ctx,
-                                                        v1::CommandResponseEnvelope& response)>;
+                                                        CommandContext& ctx, Reply& reply)>;
 
   explicit CommandRouter(ServiceInfo service = {});
   ~CommandRouter();
@@ -119,10 +123,9 @@ class CommandRouter {
   [[nodiscard]] absl::Status Handle(Handler handler) {
     if constexpr (internal::CheckHandler<Command, Handler>()) {
       return Register(Command::descriptor()->full_name(), &Command::default_instance(),
-                      [handler = std::move(handler)](
-                          const google::protobuf::Message& command, CommandContext& ctx,
-                          v1::CommandResponseEnvelope& response) mutable {
-                        return Invoke<Command>(handler, command, ctx, response);
+                      [handler = std::move(handler)](const google::protobuf::Message& command,
+                                                     CommandContext& ctx, Reply& reply) mutable {
+                        return Invoke<Command>(handler, command, ctx, reply);
                       });
     } else {
       return absl::InvalidArgumentError("unreachable");
@@ -167,6 +170,10 @@ class CommandRouter {
   // events are appended to the sink only on success, before this returns. Never throws.
   // `ctx` and `response` must stay valid until the returned awaitable completes.
   Awaitable<void> Dispatch(CommandContext& ctx, v1::CommandResponseEnvelope& response) const;
+  // The same, writing the serialized response into `out` (what the command server sends and
+  // remembers): an OK response is written straight from its parts, without building the
+  // message. Returns the response's status.
+  Awaitable<CommandStatus> DispatchSerialized(CommandContext& ctx, std::string& out) const;
 
   // Fills the response fields that do not depend on the outcome: command id, transaction id,
   // service id, a fresh response id and the current time.
@@ -186,19 +193,24 @@ class CommandRouter {
   // Sets `entry` and `type` on the way.
   absl::StatusOr<google::protobuf::Message*> Prepare(CommandContext& ctx, const Entry*& entry,
                                                      absl::string_view& type) const;
-  static void PackReply(const google::protobuf::Message& reply,
-                        v1::CommandResponseEnvelope& response);
+  // Serializes `reply` onto the command's arena.
+  static void KeepReply(const google::protobuf::Message& reply, CommandContext& ctx, Reply& out);
+  // Everything but the response itself: checks, interceptors and handler, deadline, event
+  // append. Returns the outcome; `reply` and `receipt` are set only when it is OK.
+  Awaitable<absl::Status> Execute(CommandContext& ctx, Reply& reply, AppendReceipt& receipt) const;
+  // The response as a message (every outcome).
+  void Render(const v1::CommandEnvelope& command, const absl::Status& status, const Reply& reply,
+              const AppendReceipt& receipt, v1::CommandResponseEnvelope& response) const;
 
   template <typename Command, typename Handler>
   static Awaitable<absl::Status> Invoke(Handler& handler, const google::protobuf::Message& command,
-                                        CommandContext& ctx,
-                                        v1::CommandResponseEnvelope& response) {
+                                        CommandContext& ctx, Reply& reply) {
     auto result = co_await handler(static_cast<const Command&>(command), ctx);
     if constexpr (std::is_same_v<decltype(result), absl::Status>) {
       co_return result;
     } else {
       if (!result.ok()) co_return result.status();
-      PackReply(*result, response);
+      KeepReply(*result, ctx, reply);
       co_return absl::OkStatus();
     }
   }
