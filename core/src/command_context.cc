@@ -11,7 +11,15 @@ namespace cqrs {
 
 CommandContext::CommandContext(const v1::CommandEnvelope& command, google::protobuf::Arena* arena,
                                const ServiceInfo* service)
-    : command_(command), arena_(arena), service_(service) {}
+    : command_(command), arena_(arena), service_(service) {
+  assert(arena_ != nullptr);
+}
+
+const StagedEvent& CommandContext::Stage(const v1::EventEnvelope& envelope) {
+  auto* staged = google::protobuf::Arena::Create<StagedEvent>(arena_, StagedEvent::From(envelope));
+  staged_.push_back(staged);
+  return *staged;
+}
 
 std::optional<absl::Time> CommandContext::deadline() const {
   if (!command_.has_deadline()) return std::nullopt;

@@ -113,13 +113,22 @@ absl::StatusOr<google::protobuf::Message*> CommandRouter::Prepare(CommandContext
   return parsed;
 }
 
+CommandRouter::Header CommandRouter::NextHeader() const {
+  return Header{.number = response_ids_.Next(), .time = Now()};
+}
+
 void CommandRouter::FillHeader(const v1::CommandEnvelope& command,
+                               v1::CommandResponseEnvelope& response) const {
+  FillHeader(command, NextHeader(), response);
+}
+
+void CommandRouter::FillHeader(const v1::CommandEnvelope& command, const Header& header,
                                v1::CommandResponseEnvelope& response) const {
   response.set_command_id(command.id());
   response.set_transaction_id(command.transaction_id());
   response.set_service_id(service_.service_id);
-  absl::StrAppend(response.mutable_id(), response_id_prefix_, "-", response_ids_.Next());
-  SetTimestamp(Now(), *response.mutable_timestamp());
+  absl::StrAppend(response.mutable_id(), response_id_prefix_, "-", header.number);
+  SetTimestamp(header.time, *response.mutable_timestamp());
 }
 
 Awaitable<absl::Status> CommandRouter::Execute(CommandContext& ctx, Reply& reply,
@@ -173,10 +182,11 @@ Awaitable<absl::Status> CommandRouter::Execute(CommandContext& ctx, Reply& reply
   co_return status;
 }
 
-void CommandRouter::Render(const v1::CommandEnvelope& command, const absl::Status& status,
-                           const Reply& reply, const AppendReceipt& receipt,
+void CommandRouter::Render(const v1::CommandEnvelope& command, const Header& header,
+                           const absl::Status& status, const Reply& reply,
+                           const AppendReceipt& receipt,
                            v1::CommandResponseEnvelope& response) const {
-  FillHeader(command, response);
+  FillHeader(command, header, response);
   if (reply.type != nullptr) {
     response.set_type(reply.type->full_name());
     google::protobuf::Any& payload = *response.mutable_payload();
@@ -192,14 +202,16 @@ void CommandRouter::Render(const v1::CommandEnvelope& command, const absl::Statu
 
 Awaitable<void> CommandRouter::Dispatch(CommandContext& ctx,
                                         v1::CommandResponseEnvelope& response) const {
+  const Header header = NextHeader();  // The response's time is when the command started.
   Reply reply;
   AppendReceipt receipt;
   const absl::Status status = co_await Execute(ctx, reply, receipt);
-  Render(ctx.envelope(), status, reply, receipt, response);
+  Render(ctx.envelope(), header, status, reply, receipt, response);
 }
 
 Awaitable<CommandStatus> CommandRouter::DispatchSerialized(CommandContext& ctx,
                                                            std::string& out) const {
+  const Header header = NextHeader();  // As Dispatch: taken when the command starts.
   Reply reply;
   AppendReceipt receipt;
   const absl::Status status = co_await Execute(ctx, reply, receipt);
@@ -207,7 +219,7 @@ Awaitable<CommandStatus> CommandRouter::DispatchSerialized(CommandContext& ctx,
   if (!status.ok()) {
     // Failures are the rare path: the message, with its error, serialized as usual.
     v1::CommandResponseEnvelope response;
-    Render(command, status, reply, receipt, response);
+    Render(command, header, status, reply, receipt, response);
     response.SerializeToString(&out);
     co_return response.status();
   }
@@ -215,10 +227,10 @@ Awaitable<CommandStatus> CommandRouter::DispatchSerialized(CommandContext& ctx,
   // OK: the bytes Render + SerializeToString would give, written field by field in field-number
   // order, without a message whose string fields would each be a heap string.
   using Fields = v1::CommandResponseEnvelope;
-  const TimestampParts now = ToTimestampParts(Now());
+  const TimestampParts now = ToTimestampParts(header.time);
   const std::size_t timestamp_size = wire::VarintField(1, wire::AsVarint(now.seconds)) +
                                      wire::VarintField(2, wire::AsVarint(now.nanos));
-  const absl::AlphaNum number(response_ids_.Next());
+  const absl::AlphaNum number(header.number);
   const std::size_t id_size = response_id_prefix_.size() + 1 + number.size();  // "<prefix>-<n>"
   absl::string_view type;
   absl::string_view type_url;

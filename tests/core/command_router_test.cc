@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -278,6 +279,36 @@ TEST_F(CommandRouterTest, DispatchSerializedWritesWhatDispatchBuilds) {
     }
     EXPECT_EQ(built.SerializeAsString(), bytes) << built.DebugString() << written.DebugString();
   }
+}
+
+// A response's id and time are taken when its command starts (before the handler runs), on
+// both paths.
+TEST_F(CommandRouterTest, ResponseTimeIsWhenTheCommandStarted) {
+  router_.set_event_sink(&sink_);
+  absl::Time in_handler;
+  ASSERT_TRUE(router_
+                  .Handle<CreateUser>(
+                      [&in_handler](const CreateUser&, CommandContext&) -> CreateUserResult {
+                        in_handler = absl::Now();
+                        co_return CreateUserReply();
+                      })
+                  .ok());
+  const absl::Time before = absl::Now();
+  const Envelope built = Dispatch(router_, MakeCommand("cmd-1", NewUser("bob")));
+  EXPECT_GE(FromTimestamp(built.timestamp()), before);
+  EXPECT_LE(FromTimestamp(built.timestamp()), in_handler);
+
+  asio::io_context io;
+  std::string bytes;
+  const absl::Time before_serialized = absl::Now();
+  cqrs::testing::Run(io, [&]() -> Awaitable<void> {
+    co_await DispatchBytesInto(router_, MakeCommand("cmd-2", NewUser("bob")), bytes);
+  }());
+  Envelope written;
+  ASSERT_TRUE(written.ParseFromString(bytes));
+  ASSERT_EQ(written.status(), Envelope::OK);
+  EXPECT_GE(FromTimestamp(written.timestamp()), before_serialized);
+  EXPECT_LE(FromTimestamp(written.timestamp()), in_handler);
 }
 
 TEST_F(CommandRouterTest, UserServiceHandlersCreateAUser) {
@@ -822,6 +853,8 @@ TEST(CommandContextTest, EmitWritesWhatProtobufWrites) {
        {.partition_key = "pk", .version = -3},
        {"", ""}},
       {"c", "t", "", "E", long_id, "x", {.channel = "c", .partition_key = "p"}, {"s", "v"}},
+      // An empty event (no Any value) and the most negative version (a ten-byte varint).
+      {"e", "", "", "User", "", "", {.version = std::numeric_limits<std::int32_t>::min()}, {}},
   };
   for (const Case& c : cases) {
     v1::CommandEnvelope command = MakeCommand(c.command_id, NewUser("bob"));
@@ -874,6 +907,27 @@ TEST(CommandContextTest, EmitAcceptsTheStreamAsAMessage) {
   EXPECT_EQ(event.stream_info().entity_type(), "User");
   EXPECT_EQ(event.stream_info().id(), "u-7");
   EXPECT_EQ(event.partition_key(), "u-7");
+}
+
+TEST(CommandContextTest, StageKeepsTheEnvelopeAsItIs) {
+  v1::CommandEnvelope command = MakeCommand("cmd-9", NewUser("bob"));
+  google::protobuf::Arena arena;
+  const ServiceInfo service;
+  CommandContext ctx(command, &arena, &service);
+  v1::EventEnvelope envelope;
+  envelope.set_id("my-own-id");
+  envelope.set_type("legacy.Type");
+  envelope.set_channel("users");
+  envelope.set_offset(5);  // Left to the sink.
+  const StagedEvent& staged = ctx.Stage(envelope);
+  ASSERT_EQ(ctx.staged_events().size(), 1u);
+  EXPECT_EQ(ctx.staged_events()[0], &staged);
+  EXPECT_EQ(staged.channel(), "users");
+  const v1::EventEnvelope decoded = staged.Decode();
+  EXPECT_EQ(decoded.id(), "my-own-id");
+  EXPECT_EQ(decoded.type(), "legacy.Type");
+  EXPECT_EQ(decoded.offset(), 0u);
+  EXPECT_TRUE(decoded.causation_id().empty());  // Nothing filled in.
 }
 
 TEST(CommandContextTest, EmitKeepsAnExplicitCorrelationId) {

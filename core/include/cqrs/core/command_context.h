@@ -23,6 +23,7 @@
 #include <google/protobuf/arena.h>
 #include <google/protobuf/message.h>
 
+#include "absl/base/attributes.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -50,23 +51,27 @@ struct EmitOptions {
 // The stream (aggregate instance) an event belongs to, by reference: Emit copies the strings
 // into the event, so they need to live only until Emit returns.
 struct StreamRef {
-  StreamRef(absl::string_view entity_type_in, absl::string_view id_in)
+  StreamRef(absl::string_view entity_type_in ABSL_ATTRIBUTE_LIFETIME_BOUND,
+            absl::string_view id_in ABSL_ATTRIBUTE_LIFETIME_BOUND)
       : entity_type(entity_type_in), id(id_in) {}
   // From the message form (implicit, so a v1::StreamInfo can be passed to Emit as it is).
-  StreamRef(const v1::StreamInfo& stream)  // NOLINT(google-explicit-constructor)
+  StreamRef(const v1::StreamInfo& stream  // NOLINT(google-explicit-constructor)
+                ABSL_ATTRIBUTE_LIFETIME_BOUND)
       : entity_type(stream.entity_type()), id(stream.id()) {}
 
   absl::string_view entity_type;
   absl::string_view id;
 };
 
-inline StreamRef StreamOf(absl::string_view entity_type, absl::string_view id) {
+inline StreamRef StreamOf(absl::string_view entity_type ABSL_ATTRIBUTE_LIFETIME_BOUND,
+                          absl::string_view id ABSL_ATTRIBUTE_LIFETIME_BOUND) {
   return StreamRef(entity_type, id);
 }
 
 class CommandContext {
  public:
-  // `command` and `arena` must outlive the context; `service` too.
+  // `command`, `arena` (not null: staged events and the reply live on it) and `service` must
+  // outlive the context.
   CommandContext(const v1::CommandEnvelope& command, google::protobuf::Arena* arena,
                  const ServiceInfo* service);
   CommandContext(const CommandContext&) = delete;
@@ -91,6 +96,9 @@ class CommandContext {
   // event (its Decode() shows the envelope), valid until the command completes.
   const StagedEvent& Emit(const google::protobuf::Message& event, StreamRef stream,
                           const EmitOptions& options = {});
+  // Stages `envelope` as it is, for events that need fields Emit does not set (their own id,
+  // type or transaction id): nothing is filled in; offset and epoch are left to the sink.
+  const StagedEvent& Stage(const v1::EventEnvelope& envelope);
   std::span<StagedEvent* const> staged_events() const { return staged_; }
   void DiscardStagedEvents() { staged_.clear(); }
 

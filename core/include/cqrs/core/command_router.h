@@ -198,9 +198,18 @@ class CommandRouter {
   // Everything but the response itself: checks, interceptors and handler, deadline, event
   // append. Returns the outcome; `reply` and `receipt` are set only when it is OK.
   Awaitable<absl::Status> Execute(CommandContext& ctx, Reply& reply, AppendReceipt& receipt) const;
+  // What a response says about itself, fixed when the command starts: its id and time.
+  struct Header {
+    std::uint64_t number;  // The response id is "<prefix>-<number>".
+    absl::Time time;
+  };
+  Header NextHeader() const;
+  void FillHeader(const v1::CommandEnvelope& command, const Header& header,
+                  v1::CommandResponseEnvelope& response) const;
   // The response as a message (every outcome).
-  void Render(const v1::CommandEnvelope& command, const absl::Status& status, const Reply& reply,
-              const AppendReceipt& receipt, v1::CommandResponseEnvelope& response) const;
+  void Render(const v1::CommandEnvelope& command, const Header& header, const absl::Status& status,
+              const Reply& reply, const AppendReceipt& receipt,
+              v1::CommandResponseEnvelope& response) const;
 
   template <typename Command, typename Handler>
   static Awaitable<absl::Status> Invoke(Handler& handler, const google::protobuf::Message& command,

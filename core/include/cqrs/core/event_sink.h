@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "cqrs/v1/event.pb.h"
@@ -45,9 +46,10 @@ class StagedEvent {
   // The envelope as a message (parsed on every call: for tests and sinks that want fields).
   v1::EventEnvelope Decode() const;
 
-  // For sinks that keep the bytes: moves them out (envelope() is empty afterwards).
-  std::string TakeEnvelope() noexcept { return std::move(envelope_); }
-  std::string TakeChannel() noexcept { return std::move(channel_); }
+  // For sinks that keep the bytes: moves them out (envelope() and channel() are empty
+  // afterwards).
+  std::string TakeEnvelope() noexcept { return std::exchange(envelope_, {}); }
+  std::string TakeChannel() noexcept { return std::exchange(channel_, {}); }
 
  private:
   std::string envelope_;
@@ -65,7 +67,8 @@ class EventSink {
   virtual ~EventSink() = default;
   // Appends all `events` or none, in order, at contiguous offsets. Called from any thread,
   // concurrently: implementations synchronize. The events stay owned by the caller, which
-  // drops them after the call: a sink may take their bytes (TakeEnvelope, TakeChannel).
+  // drops them after the call: a sink may take their bytes (TakeEnvelope, TakeChannel; the
+  // in-memory log does), so a sink that wraps another reads them before passing them on.
   virtual absl::StatusOr<AppendReceipt> Append(std::span<StagedEvent* const> events) = 0;
 };
 
