@@ -776,12 +776,20 @@ TEST_F(CommandRouterTest, ConcurrentDispatchOnTwoThreads) {
 
 // --- CommandContext and Emit ---------------------------------------------------------------
 
-TEST(CommandContextTest, EmitFillsTheEnvelope) {
-  v1::CommandEnvelope command = MakeCommand("cmd-9", NewUser("bob"));
-  command.set_transaction_id("tx-9");
-  google::protobuf::Arena arena;
-  const ServiceInfo service{.service_id = "svc", .service_version = "3.1"};
-  CommandContext ctx(command, &arena, &service);
+// A context for command "cmd-9"; tests change the command and the service info as they need
+// (the context reads both when asked).
+class CommandContextTest : public ::testing::Test {
+ protected:
+  v1::CommandEnvelope command_ = MakeCommand("cmd-9", NewUser("bob"));
+  google::protobuf::Arena arena_;
+  ServiceInfo service_;
+  CommandContext ctx_{command_, &arena_, &service_};
+};
+
+TEST_F(CommandContextTest, EmitFillsTheEnvelope) {
+  command_.set_transaction_id("tx-9");
+  service_ = {.service_id = "svc", .service_version = "3.1"};
+  CommandContext& ctx = ctx_;
   UserCreated created;
   created.set_user_id("u-1");
   created.set_name("bob");
@@ -834,7 +842,7 @@ TEST(CommandContextTest, EmitFillsTheEnvelope) {
 // Emit writes the envelope by hand: its bytes must be exactly what protobuf writes for the same
 // message (field order, omitted defaults, nested messages, negative varints, long strings whose
 // length takes two bytes, field numbers above 15), so every reader decodes them alike.
-TEST(CommandContextTest, EmitWritesWhatProtobufWrites) {
+TEST_F(CommandContextTest, EmitWritesWhatProtobufWrites) {
   struct Case {
     std::string command_id, transaction_id, correlation_id, entity_type, stream_id, name;
     EmitOptions options;
@@ -895,11 +903,8 @@ TEST(CommandContextTest, EmitWritesWhatProtobufWrites) {
   }
 }
 
-TEST(CommandContextTest, EmitAcceptsTheStreamAsAMessage) {
-  v1::CommandEnvelope command = MakeCommand("cmd-9", NewUser("bob"));
-  google::protobuf::Arena arena;
-  const ServiceInfo service;
-  CommandContext ctx(command, &arena, &service);
+TEST_F(CommandContextTest, EmitAcceptsTheStreamAsAMessage) {
+  CommandContext& ctx = ctx_;
   v1::StreamInfo stream;
   stream.set_entity_type("User");
   stream.set_id("u-7");
@@ -909,11 +914,8 @@ TEST(CommandContextTest, EmitAcceptsTheStreamAsAMessage) {
   EXPECT_EQ(event.partition_key(), "u-7");
 }
 
-TEST(CommandContextTest, StageKeepsTheEnvelopeAsItIs) {
-  v1::CommandEnvelope command = MakeCommand("cmd-9", NewUser("bob"));
-  google::protobuf::Arena arena;
-  const ServiceInfo service;
-  CommandContext ctx(command, &arena, &service);
+TEST_F(CommandContextTest, StageKeepsTheEnvelopeAsItIs) {
+  CommandContext& ctx = ctx_;
   v1::EventEnvelope envelope;
   envelope.set_id("my-own-id");
   envelope.set_type("legacy.Type");
@@ -930,12 +932,9 @@ TEST(CommandContextTest, StageKeepsTheEnvelopeAsItIs) {
   EXPECT_TRUE(decoded.causation_id().empty());  // Nothing filled in.
 }
 
-TEST(CommandContextTest, EmitKeepsAnExplicitCorrelationId) {
-  v1::CommandEnvelope command = MakeCommand("cmd-9", NewUser("bob"));
-  command.set_correlation_id("corr-1");
-  google::protobuf::Arena arena;
-  const ServiceInfo service;
-  CommandContext ctx(command, &arena, &service);
+TEST_F(CommandContextTest, EmitKeepsAnExplicitCorrelationId) {
+  command_.set_correlation_id("corr-1");
+  CommandContext& ctx = ctx_;
   EXPECT_EQ(ctx.correlation_id(), "corr-1");
 
   const v1::EventEnvelope event = ctx.Emit(UserCreated(), StreamOf("User", "u-1")).Decode();
@@ -963,19 +962,16 @@ TEST(StagedEventTest, FromLeavesOutOffsetAndEpoch) {
   EXPECT_TRUE(staged.envelope().empty());
 }
 
-TEST(CommandContextTest, Accessors) {
-  v1::CommandEnvelope command = MakeCommand("cmd-9", NewUser("bob"));
-  command.set_subject("user-1");
-  (*command.mutable_metadata())["tenant"] = "acme";
-  google::protobuf::Arena arena;
-  const ServiceInfo service;
-  CommandContext ctx(command, &arena, &service);
+TEST_F(CommandContextTest, Accessors) {
+  command_.set_subject("user-1");
+  (*command_.mutable_metadata())["tenant"] = "acme";
+  CommandContext& ctx = ctx_;
 
   EXPECT_EQ(ctx.id(), "cmd-9");
   EXPECT_EQ(ctx.subject(), "user-1");
-  EXPECT_EQ(&ctx.envelope(), &command);
-  EXPECT_EQ(ctx.arena(), &arena);
-  EXPECT_EQ(&ctx.service(), &service);
+  EXPECT_EQ(&ctx.envelope(), &command_);
+  EXPECT_EQ(ctx.arena(), &arena_);
+  EXPECT_EQ(&ctx.service(), &service_);
   EXPECT_EQ(ctx.Metadata("tenant"), "acme");
   EXPECT_EQ(ctx.Metadata("absent"), "");
   EXPECT_EQ(ctx.deadline(), std::nullopt);
@@ -984,7 +980,7 @@ TEST(CommandContextTest, Accessors) {
   EXPECT_EQ(ctx.principal(), "alice");
 
   const absl::Time deadline = absl::FromUnixMillis(1'700'000'000'123);
-  SetTimestamp(deadline, *command.mutable_deadline());
+  SetTimestamp(deadline, *command_.mutable_deadline());
   ASSERT_TRUE(ctx.deadline().has_value());
   EXPECT_EQ(*ctx.deadline(), deadline);
 }
