@@ -906,6 +906,9 @@ absl::Status RunW3(int duration_s, int warmup) {
       W3Line("paced", paced_phase, paced_lost, paced_start, subscriber_count), " rate=", rate,
       " commands=", paced_result.answered, " drained=", paced_drained ? 1 : 0,
       " drain_ms=", absl::StrFormat("%.1f", paced_drain_ms),
+      // Subscribers closed during the warm-up miss the paced events too: their loss shows in
+      // the paced line's lost= while its closed= is 0.
+      " warmup_closed=", tracker.Phase(0).closed,
       CpuKeys(paced_server_ns, paced_client_ns, paced_seconds, paced_phase.deliveries), common,
       "\n");
   // The required key order puts rate= right after mode=paced.
