@@ -170,9 +170,9 @@ class CommandRouter {
   // events are appended to the sink only on success, before this returns. Never throws.
   // `ctx` and `response` must stay valid until the returned awaitable completes.
   Awaitable<void> Dispatch(CommandContext& ctx, v1::CommandResponseEnvelope& response) const;
-  // The same, writing the serialized response into `out` (what the command server sends and
-  // remembers): an OK response is written straight from its parts, without building the
-  // message. Returns the response's status.
+  // The same, writing the serialized response into `out` (replacing what it held; what the
+  // command server sends and remembers): an OK response is written straight from its parts,
+  // without building the message. Returns the response's status.
   Awaitable<CommandStatus> DispatchSerialized(CommandContext& ctx, std::string& out) const;
 
   // Fills the response fields that do not depend on the outcome: command id, transaction id,
