@@ -64,6 +64,9 @@ ABSL_FLAG(int, duration, 5,
 ABSL_FLAG(int, round_trips, 20'000,
           "W1: measured round trips per client and CPU placement (also --round-trips).");
 ABSL_FLAG(int, warmup, 1'000, "Warm-up round trips per client before measuring.");
+ABSL_FLAG(int, w2_server_threads, 0,
+          "W2: the server's command-server threads (0: one per core, as a default server). For "
+          "analysis: what sharing the command path between threads costs.");
 ABSL_FLAG(bool, w2_command_client, true,
           "W2: also measure the CommandClient (the cc_* keys); false for shorter runs and for "
           "profiling the server under the blocking client alone.");
@@ -463,7 +466,8 @@ absl::StatusOr<std::vector<std::unique_ptr<BlockingLink>>> ConnectLinks(
 }
 
 absl::Status RunW2(int duration_s, int warmup, bool with_command_client) {
-  auto server = BenchChild::Spawn(ServerArgs(0), std::nullopt);
+  const int server_threads = std::max(0, absl::GetFlag(FLAGS_w2_server_threads));
+  auto server = BenchChild::Spawn(ServerArgs(server_threads), std::nullopt);
   if (!server.ok()) return server.status();
   if (auto status = PinCallingThread(std::nullopt); !status.ok()) return status;
   const std::uint32_t run = RandomRun();
@@ -559,8 +563,10 @@ absl::Status RunW2(int duration_s, int warmup, bool with_command_client) {
                     " cc_rps_vs_floor=", Ratio(cc_rps / floor_rps));
   }
   absl::StrAppend(&line, " connections=", kW2Connections, " in_flight=", kW2InFlight,
-                  " server_threads=", std::max(1u, std::thread::hardware_concurrency()),
-                  " gateway_threads=", GatewayThreads(0),
+                  " server_threads=",
+                  server_threads > 0 ? static_cast<unsigned>(server_threads)
+                                     : std::max(1u, std::thread::hardware_concurrency()),
+                  " gateway_threads=", GatewayThreads(server_threads),
                   " counting_sink=", absl::GetFlag(FLAGS_counting_sink) ? 1 : 0,
                   " seconds=", slices, " request_bytes=", request_bytes,
                   " response_bytes=", response_bytes, " server_events=", events->events,
