@@ -44,8 +44,6 @@ const StagedEvent& CommandContext::Emit(const google::protobuf::Message& event, 
   const absl::AlphaNum index(staged_.size());
   const std::size_t id_size = command_.id().size() + 1 + index.size();  // "<command id>/<index>"
   const TimestampParts now = ToTimestampParts(Now());
-  const std::size_t timestamp_size = wire::VarintField(1, wire::AsVarint(now.seconds)) +
-                                     wire::VarintField(2, wire::AsVarint(now.nanos));
   const std::size_t stream_size =
       wire::StringField(1, stream.id) + wire::StringField(2, stream.entity_type);
   const std::size_t payload_size = event.ByteSizeLong();  // Caches the sizes for the write below.
@@ -62,7 +60,7 @@ const StagedEvent& CommandContext::Emit(const google::protobuf::Message& event, 
   const std::size_t size =
       wire::LengthField(EventFields::kIdFieldNumber, id_size) +
       wire::StringField(EventFields::kTransactionIdFieldNumber, command_.transaction_id()) +
-      wire::LengthField(EventFields::kTimestampFieldNumber, timestamp_size) +
+      wire::TimestampField(EventFields::kTimestampFieldNumber, now.seconds, now.nanos) +
       wire::StringField(EventFields::kTypeFieldNumber, type) +
       wire::VarintField(EventFields::kVersionFieldNumber, wire::AsVarint(options.version)) +
       wire::LengthField(EventFields::kStreamInfoFieldNumber, stream_size) +
@@ -83,9 +81,7 @@ const StagedEvent& CommandContext::Emit(const google::protobuf::Message& event, 
   out.Raw("/");
   out.Raw(index.Piece());
   out.String(EventFields::kTransactionIdFieldNumber, command_.transaction_id());
-  out.Length(EventFields::kTimestampFieldNumber, timestamp_size);
-  out.Varint(1, wire::AsVarint(now.seconds));
-  out.Varint(2, wire::AsVarint(now.nanos));
+  out.Timestamp(EventFields::kTimestampFieldNumber, now.seconds, now.nanos);
   out.String(EventFields::kTypeFieldNumber, type);
   out.Varint(EventFields::kVersionFieldNumber, wire::AsVarint(options.version));
   out.Length(EventFields::kStreamInfoFieldNumber, stream_size);

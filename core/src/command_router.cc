@@ -228,8 +228,6 @@ Awaitable<CommandStatus> CommandRouter::DispatchSerialized(CommandContext& ctx,
   // order, without a message whose string fields would each be a heap string.
   using Fields = v1::CommandResponseEnvelope;
   const TimestampParts now = ToTimestampParts(header.time);
-  const std::size_t timestamp_size = wire::VarintField(1, wire::AsVarint(now.seconds)) +
-                                     wire::VarintField(2, wire::AsVarint(now.nanos));
   const absl::AlphaNum number(header.number);
   const std::size_t id_size = response_id_prefix_.size() + 1 + number.size();  // "<prefix>-<n>"
   absl::string_view type;
@@ -247,7 +245,7 @@ Awaitable<CommandStatus> CommandRouter::DispatchSerialized(CommandContext& ctx,
   const std::size_t size =
       wire::StringField(Fields::kTransactionIdFieldNumber, command.transaction_id()) +
       wire::StringField(Fields::kCommandIdFieldNumber, command.id()) +
-      wire::LengthField(Fields::kTimestampFieldNumber, timestamp_size) +
+      wire::TimestampField(Fields::kTimestampFieldNumber, now.seconds, now.nanos) +
       wire::StringField(Fields::kServiceIdFieldNumber, service_.service_id) +
       wire::StringField(Fields::kTypeFieldNumber, type) +
       (reply.type == nullptr ? 0 : wire::LengthField(Fields::kPayloadFieldNumber, any_size)) +
@@ -260,9 +258,7 @@ Awaitable<CommandStatus> CommandRouter::DispatchSerialized(CommandContext& ctx,
   wire::Writer w(out.data());
   w.String(Fields::kTransactionIdFieldNumber, command.transaction_id());
   w.String(Fields::kCommandIdFieldNumber, command.id());
-  w.Length(Fields::kTimestampFieldNumber, timestamp_size);
-  w.Varint(1, wire::AsVarint(now.seconds));
-  w.Varint(2, wire::AsVarint(now.nanos));
+  w.Timestamp(Fields::kTimestampFieldNumber, now.seconds, now.nanos);
   w.String(Fields::kServiceIdFieldNumber, service_.service_id);
   w.String(Fields::kTypeFieldNumber, type);
   if (reply.type != nullptr) {

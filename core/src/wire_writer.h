@@ -49,6 +49,14 @@ inline std::size_t VarintField(std::uint32_t field, std::uint64_t value) {
 // int32 and int64 fields: negative values take ten bytes (sign-extended), as protobuf writes them.
 inline std::uint64_t AsVarint(std::int64_t value) { return static_cast<std::uint64_t>(value); }
 
+// A google.protobuf.Timestamp field (always written, as a set message field is): its size.
+inline std::size_t TimestampBody(std::int64_t seconds, std::int32_t nanos) {
+  return VarintField(1, AsVarint(seconds)) + VarintField(2, AsVarint(nanos));
+}
+inline std::size_t TimestampField(std::uint32_t field, std::int64_t seconds, std::int32_t nanos) {
+  return LengthField(field, TimestampBody(seconds, nanos));
+}
+
 class Writer {
  public:
   explicit Writer(char* out) : out_(reinterpret_cast<std::uint8_t*>(out)) {}
@@ -80,6 +88,11 @@ class Writer {
     if (value == 0) return;
     Tag(field, kVarint);
     RawVarint(value);
+  }
+  void Timestamp(std::uint32_t field, std::int64_t seconds, std::int32_t nanos) {
+    Length(field, TimestampBody(seconds, nanos));
+    Varint(1, AsVarint(seconds));
+    Varint(2, AsVarint(nanos));
   }
   // Lets a message serializer (SerializeWithCachedSizesToArray) write `size` bytes in place.
   std::uint8_t* Reserve(std::size_t size) {
