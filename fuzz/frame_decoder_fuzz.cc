@@ -7,7 +7,9 @@
 //      the results of decoding it in one piece: the same frames, errors and order;
 //   2. every decoded frame re-encodes, and that decodes to an equal message;
 //   3. a length prefix above the (small) limit is refused before any allocation of its size:
-//      the run uses -malloc_limit_mb, so allocating the announced length would abort.
+//      the run uses -malloc_limit_mb, so allocating the announced length would abort;
+//   4. the reusing decoder (Next(frame, command, is_command), one command message reused across
+//      the input's frames, as a server session does) yields exactly the one-shot results.
 
 #include <google/protobuf/stubs/logging.h>
 #include <google/protobuf/util/message_differencer.h>
@@ -52,6 +54,40 @@ void CheckRoundTrip(const cqrs::v1::Frame& frame) {
   Check(decoder.buffered() == 0, "re-encoded frame leaves no bytes behind");
 }
 
+std::string Deterministic(const cqrs::v1::Frame& frame) {
+  std::string bytes;
+  google::protobuf::io::StringOutputStream stream(&bytes);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  frame.SerializeToCodedStream(&coded);
+  coded.Trim();
+  return bytes;
+}
+
+// Property 4: decodes the whole stream through the reusing path.
+void DrainReusing(FrameDecoder& decoder, std::vector<Outcome>& out) {
+  cqrs::v1::CommandEnvelope reused;  // Kept across frames: leftovers must never show.
+  for (;;) {
+    cqrs::v1::Frame frame;
+    bool is_command = false;
+    const DecodeResult result = decoder.Next(frame, reused, is_command);
+    if (result == DecodeResult::kNeedMore) return;
+    Outcome outcome{result, {}};
+    if (result == DecodeResult::kFrame) {
+      if (is_command) {
+        Check(frame.kind_case() == cqrs::v1::Frame::KIND_NOT_SET,
+              "a reused command leaves the frame untouched");
+        *frame.mutable_command() = reused;
+      }
+      outcome.bytes = Deterministic(frame);
+    } else {
+      Check(!is_command, "an error is not a command");
+    }
+    out.push_back(std::move(outcome));
+    if (decoder.failed()) return;
+  }
+}
+
 void Drain(FrameDecoder& decoder, std::vector<Outcome>& out, bool round_trip) {
   for (;;) {
     cqrs::v1::Frame frame;
@@ -60,13 +96,7 @@ void Drain(FrameDecoder& decoder, std::vector<Outcome>& out, bool round_trip) {
     Outcome outcome{result, {}};
     if (result == DecodeResult::kFrame) {
       if (round_trip) CheckRoundTrip(frame);
-      std::string bytes;
-      google::protobuf::io::StringOutputStream stream(&bytes);
-      google::protobuf::io::CodedOutputStream coded(&stream);
-      coded.SetSerializationDeterministic(true);
-      frame.SerializeToCodedStream(&coded);
-      coded.Trim();
-      outcome.bytes = std::move(bytes);
+      outcome.bytes = Deterministic(frame);
     } else {
       Check(!decoder.error().ok(), "an error result comes with an error status");
     }
@@ -101,6 +131,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FrameDecoder one_shot(kLimits);
   one_shot.Feed({stream, length});
   Drain(one_shot, whole, /*round_trip=*/true);
+
+  std::vector<Outcome> reusing;
+  FrameDecoder reusing_decoder(kLimits);
+  reusing_decoder.Feed({stream, length});
+  DrainReusing(reusing_decoder, reusing);
+  Check(whole.size() == reusing.size(), "the reusing decoder yields as many results");
+  for (std::size_t i = 0; i < whole.size(); ++i) {
+    Check(whole[i].result == reusing[i].result, "the reusing decoder yields the same results");
+    Check(whole[i].bytes == reusing[i].bytes, "the reusing decoder yields the same frames");
+  }
 
   std::vector<Outcome> split;
   FrameDecoder pieces(kLimits);

@@ -51,14 +51,24 @@ const char* KindName(const v1::Frame& frame) {
 
 }  // namespace
 
-// One frame's memory: the Frame and everything in it live on an arena whose first block is
-// inline, so a typical command costs one allocation for its whole life.
+// One frame's memory. A command is decoded into `reused`, a message that keeps its strings and
+// submessages from one command to the next (decoding allocates nothing once they have grown);
+// any other frame, and a command the reusing decoder leaves to protobuf, lives on an arena whose
+// first block is inline. The arena also holds the command's scratch memory (context, reply,
+// staged events).
 struct CommandSession::Slot {
+  // A command frame larger than this does not leave its strings' capacity behind in `reused`
+  // (up to max_in_flight slots per connection keep one each).
+  static constexpr std::size_t kReuseBytes = 4096;
+
   Slot() : arena(Options(block, sizeof block)) { Reset(); }
   void Reset() {
     admission = {};
     arena.Reset();
     frame = google::protobuf::Arena::CreateMessage<v1::Frame>(&arena);
+    if (command == &reused && frame_bytes > kReuseBytes) v1::CommandEnvelope().Swap(&reused);
+    command = nullptr;
+    frame_bytes = 0;
   }
   static google::protobuf::ArenaOptions Options(char* initial, std::size_t size) {
     google::protobuf::ArenaOptions options;
@@ -70,6 +80,10 @@ struct CommandSession::Slot {
   alignas(16) char block[8192];
   google::protobuf::Arena arena;
   v1::Frame* frame = nullptr;
+  v1::CommandEnvelope reused;
+  // The command being run: `reused` or frame->command(). Set from decoding until Reset.
+  const v1::CommandEnvelope* command = nullptr;
+  std::size_t frame_bytes = 0;  // Of the frame last decoded into this slot.
   CommandProcessor::Admission admission;
   // Cancels the running command when its deadline passes (see Watchdog).
   asio::cancellation_signal cancel;
@@ -175,10 +189,19 @@ bool CommandSession::DecodeBuffered(bool& any_frame) {
   const auto max_in_flight = shared_.options.max_in_flight;
   while (!close_after_flush_ && !closed_ && in_flight_ < max_in_flight) {
     if (next_.slot == nullptr) TakeSlot();
-    const DecodeResult result = decoder_.Next(*next_.slot->frame);
+    Slot& slot = *next_.slot;
+    const std::size_t buffered = decoder_.buffered();
+    bool is_command = false;
+    const DecodeResult result = decoder_.Next(*slot.frame, slot.reused, is_command);
     if (result == DecodeResult::kNeedMore) return true;
     if (result == DecodeResult::kFrame) {
       any_frame = true;
+      slot.frame_bytes = buffered - decoder_.buffered();
+      if (is_command) {
+        slot.command = &slot.reused;
+      } else if (slot.frame->has_command()) {
+        slot.command = &slot.frame->command();
+      }
       if (!OnFrame()) return false;
       if (next_.slot != nullptr) next_.slot->Reset();  // Not a command: the slot stays ours.
       continue;
@@ -231,7 +254,7 @@ void CommandSession::StartCommand() {
 void CommandSession::Watch(Slot* slot) {
   running_.insert(slot);
   slot->watched = true;
-  const v1::CommandEnvelope& command = slot->frame->command();
+  const v1::CommandEnvelope& command = *slot->command;
   if (!command.has_deadline()) return;
   // The watchdog cancels the command if it is still running at its deadline. Deadlines more
   // than a day away are not watched (and cannot overflow the clock).
@@ -261,8 +284,26 @@ void CommandSession::EndParkedRunners() {
 }
 
 bool CommandSession::OnFrame() {
+  if (const v1::CommandEnvelope* command = next_.slot->command; command != nullptr && hello_done_) {
+    shared_.commands.Add();
+    ++in_flight_;
+    if (going_away_) {
+      SendResponse(*shared_.processor.Refuse(
+          *command, absl::UnavailableError("the server is shutting down; retry the "
+                                           "command on a new connection")));
+      return true;
+    }
+    next_.slot->admission = shared_.processor.Admit(*command);
+    StartCommand();  // `command` belongs to the runner from here on.
+    return true;
+  }
   const v1::Frame& frame = *next_.slot->frame;
   if (!hello_done_) {
+    if (next_.slot->command != nullptr) {
+      SendError(v1::Error::PROTOCOL_VIOLATION, "expected Hello as the first frame, got command",
+                /*fatal=*/true);
+      return false;
+    }
     if (frame.has_hello()) return OnHello(frame.hello());
     SendError(v1::Error::PROTOCOL_VIOLATION,
               absl::StrCat("expected Hello as the first frame, got ", KindName(frame)),
@@ -270,19 +311,8 @@ bool CommandSession::OnFrame() {
     return false;
   }
   switch (frame.kind_case()) {
-    case v1::Frame::kCommand: {
-      shared_.commands.Add();
-      ++in_flight_;
-      if (going_away_) {
-        SendResponse(*shared_.processor.Refuse(
-            frame.command(), absl::UnavailableError("the server is shutting down; retry the "
-                                                    "command on a new connection")));
-        return true;
-      }
-      next_.slot->admission = shared_.processor.Admit(frame.command());
-      StartCommand();  // `frame` belongs to the runner from here on.
+    case v1::Frame::kCommand:  // Handled above.
       return true;
-    }
     case v1::Frame::kPing: {
       v1::Frame pong;
       pong.mutable_pong()->set_nonce(frame.ping().nonce());
@@ -378,7 +408,7 @@ void CommandSession::Finished(Slot* slot) {
 }
 
 Awaitable<void> CommandSession::Execute(Slot* slot) {
-  const v1::CommandEnvelope& command = slot->frame->command();
+  const v1::CommandEnvelope& command = *slot->command;
   CommandProcessor::Response response;
   try {
     response = co_await shared_.processor.Run(slot->admission, command, &slot->arena, principal_);

@@ -8,6 +8,7 @@
 #include <google/protobuf/wire_format_lite.h>
 
 #include "absl/strings/str_cat.h"
+#include "command_parse.h"
 
 namespace cqrs::net {
 namespace {
@@ -111,6 +112,42 @@ DecodeResult FrameDecoder::Next(v1::Frame& frame) noexcept {
   std::span<const std::byte> body;
   const DecodeResult result = NextBody(body);
   if (result != DecodeResult::kFrame) return result;
+  return Parse(body, frame);
+}
+
+DecodeResult FrameDecoder::Next(v1::Frame& frame, v1::CommandEnvelope& command,
+                                bool& is_command) noexcept {
+  is_command = false;
+  std::span<const std::byte> body;
+  const DecodeResult result = NextBody(body);
+  if (result != DecodeResult::kFrame) return result;
+  // A Frame whose only field is `command`: its tag, the length, then exactly that many bytes.
+  using google::protobuf::internal::WireFormatLite;
+  constexpr std::uint32_t kCommandTag = WireFormatLite::MakeTag(
+      v1::Frame::kCommandFieldNumber, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+  static_assert(kCommandTag < 0x80, "the command's tag is one byte");
+  const auto* p = reinterpret_cast<const std::uint8_t*>(body.data());
+  const auto* end = p + body.size();
+  if (*p++ == kCommandTag) {
+    std::uint32_t length = 0;
+    for (int shift = 0; p != end && shift < 28; shift += 7) {
+      const std::uint8_t byte = *p++;
+      length |= static_cast<std::uint32_t>(byte & 0x7f) << shift;
+      if (byte < 0x80) {
+        if (length == static_cast<std::size_t>(end - p) &&
+            internal::ParseCommandReusing({reinterpret_cast<const std::byte*>(p), length},
+                                          command)) {
+          is_command = true;
+          return DecodeResult::kFrame;
+        }
+        break;
+      }
+    }
+  }
+  return Parse(body, frame);
+}
+
+DecodeResult FrameDecoder::Parse(std::span<const std::byte> body, v1::Frame& frame) noexcept {
   const bool parsed = frame.ParseFromArray(body.data(), static_cast<int>(body.size()));
   if (parsed && frame.kind_case() != v1::Frame::KIND_NOT_SET) return DecodeResult::kFrame;
   last_error_ = DecodeResult::kMalformed;

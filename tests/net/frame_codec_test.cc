@@ -238,6 +238,184 @@ TEST(FrameDecoder, NextBodyHandsOutRawBytes) {
   EXPECT_EQ(decoder.NextBody(body), DecodeResult::kNeedMore);
 }
 
+// --- The reusing command decoder: Next(frame, command, is_command) ------------------------------
+
+// A frame body holding `envelope_bytes` as its command, behind a length prefix.
+std::string CommandFrameBytes(const std::string& envelope_bytes) {
+  std::string body = "\x1a";  // Frame.command: field 3, length-delimited.
+  for (std::size_t n = envelope_bytes.size();; n >>= 7) {
+    body.push_back(static_cast<char>((n & 0x7f) | (n >= 0x80 ? 0x80 : 0)));
+    if (n < 0x80) break;
+  }
+  body += envelope_bytes;
+  return Header(static_cast<std::uint32_t>(body.size())) + body;
+}
+
+v1::CommandEnvelope FullCommand(const std::string& id) {
+  v1::CommandEnvelope command;
+  command.set_id(id);
+  command.mutable_timestamp()->set_seconds(1'700'000'000);
+  command.mutable_timestamp()->set_nanos(123'456'789);
+  command.set_service_id("a-client-with-a-longer-name");
+  command.set_service_instance_id("instance-7");
+  command.set_transaction_id("tx-0123456789abcdef0123");
+  command.set_version(3);
+  command.set_type("users.v1.CreateUser");
+  command.set_subject("subject-0123456789abcdef");
+  command.mutable_payload()->set_type_url("type.googleapis.com/users.v1.CreateUser");
+  command.mutable_payload()->set_value(std::string(60, '\x12'));
+  command.mutable_deadline()->set_seconds(1'700'000'005);
+  command.set_correlation_id("corr-0123456789abcdef");
+  command.set_causation_id("cause-0123456789abcdef");
+  return command;
+}
+
+struct ReuseCase {
+  std::string name;
+  std::string frame;  // Length prefix and body.
+  bool reusable;      // Whether the reusing parser takes it (else protobuf parses it).
+};
+
+std::vector<ReuseCase> ReuseCases() {
+  std::vector<ReuseCase> cases;
+  const auto add = [&](std::string name, const v1::CommandEnvelope& command, bool reusable) {
+    cases.push_back({std::move(name), CommandFrameBytes(command.SerializeAsString()), reusable});
+  };
+  add("full", FullCommand("00000000-0000-4000-8000-000000000001"), true);
+  v1::CommandEnvelope sparse;  // After "full": every field it lacks must read as unset.
+  sparse.set_id("short");
+  add("sparse", sparse, true);
+  add("empty", v1::CommandEnvelope(), true);
+  add("full again", FullCommand("00000000-0000-4000-8000-000000000002"), true);
+  v1::CommandEnvelope empty_submessages = FullCommand("x");
+  empty_submessages.mutable_payload()->Clear();  // Present but empty: has_payload() stays true.
+  empty_submessages.mutable_timestamp()->Clear();
+  add("empty submessages", empty_submessages, true);
+  v1::CommandEnvelope negative = FullCommand("neg");
+  negative.set_version(-1);  // 10-byte varints.
+  negative.mutable_timestamp()->set_seconds(-5);
+  negative.mutable_timestamp()->set_nanos(-1);
+  add("negative numbers", negative, true);
+  // An 11-byte varint: protobuf refuses the frame.
+  cases.push_back({"overlong varint",
+                   CommandFrameBytes("\x30\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"), false});
+  v1::CommandEnvelope unicode = FullCommand("ид-команды-✓");
+  unicode.set_subject("Zoë");
+  add("unicode", unicode, true);
+  v1::CommandEnvelope with_metadata = FullCommand("meta");
+  (*with_metadata.mutable_metadata())["k"] = "v";
+  add("metadata", with_metadata, false);
+  v1::CommandEnvelope long_value = FullCommand("long");
+  long_value.mutable_payload()->set_value(std::string(20'000, 'v'));  // 3-byte lengths.
+  add("long payload", long_value, true);
+
+  const std::string full = FullCommand("dup").SerializeAsString();
+  // A string field twice: the last one wins, as in protobuf.
+  cases.push_back({"repeated id", CommandFrameBytes(full + "\x0a\x03two"), true});
+  // A submessage twice: protobuf merges them; left to it.
+  cases.push_back({"repeated timestamp", CommandFrameBytes(full + "\x12\x02\x10\x07"), false});
+  // Unknown field 20 (varint): protobuf keeps it as an unknown field.
+  cases.push_back({"unknown field", CommandFrameBytes(full + "\xa0\x01\x05"), false});
+  // Field 1 (a string) sent as a varint: an unknown field to protobuf.
+  cases.push_back({"wrong wire type", CommandFrameBytes(full + "\x08\x01"), false});
+  // Invalid UTF-8 in a string field: protobuf refuses the frame.
+  cases.push_back({"invalid utf-8", CommandFrameBytes("\x0a\x02\xc3\x28"), false});
+  // Invalid UTF-8 in Any.type_url (a string) but not in Any.value (bytes).
+  cases.push_back({"invalid utf-8 in type_url", CommandFrameBytes("\x4a\x03\x0a\x01\xff"), false});
+  cases.push_back({"binary value", CommandFrameBytes("\x4a\x03\x12\x01\xff"), true});
+  // A length running past the end of the envelope.
+  cases.push_back({"truncated", CommandFrameBytes("\x0a\x09short"), false});
+  // The command followed by a second Frame field (ping): not a command-only frame.
+  {
+    std::string frame = CommandFrameBytes(full).substr(4) + "\x2a\x00";
+    cases.push_back(
+        {"command then ping", Header(static_cast<std::uint32_t>(frame.size())) + frame, false});
+  }
+  cases.push_back({"full last", CommandFrameBytes(full), true});
+  return cases;
+}
+
+TEST(FrameDecoder, ReusingNextDecodesWhatNextDecodes) {
+  v1::CommandEnvelope reused;  // One message through every case, as a session slot keeps it.
+  for (const ReuseCase& c : ReuseCases()) {
+    SCOPED_TRACE(c.name);
+    FrameDecoder plain;
+    plain.Feed(AsBytes(c.frame));
+    v1::Frame want;
+    const DecodeResult want_result = plain.Next(want);
+
+    FrameDecoder decoder;
+    decoder.Feed(AsBytes(c.frame));
+    v1::Frame frame;
+    bool is_command = true;
+    const DecodeResult result = decoder.Next(frame, reused, is_command);
+    ASSERT_EQ(result, want_result);
+    EXPECT_EQ(decoder.buffered(), 0u);
+    EXPECT_EQ(is_command, c.reusable);
+    if (result != DecodeResult::kFrame) {
+      EXPECT_EQ(decoder.error(), plain.error());
+      continue;
+    }
+    if (!want.has_command()) {  // A later field of the oneof won.
+      EXPECT_FALSE(is_command);
+      EXPECT_TRUE(MessageDifferencer::Equals(frame, want));
+      continue;
+    }
+    const v1::CommandEnvelope& got = is_command ? reused : frame.command();
+    EXPECT_EQ(is_command, !frame.has_command());
+    EXPECT_TRUE(MessageDifferencer::Equals(got, want.command()))
+        << "got " << got.ShortDebugString() << "\nwant " << want.command().ShortDebugString();
+    EXPECT_EQ(got.has_timestamp(), want.command().has_timestamp());
+    EXPECT_EQ(got.has_payload(), want.command().has_payload());
+    EXPECT_EQ(got.has_deadline(), want.command().has_deadline());
+    EXPECT_EQ(got.SerializeAsString(), want.command().SerializeAsString());
+  }
+}
+
+TEST(FrameDecoder, ReusingNextKeepsStringsAndSubmessagesFromCommandToCommand) {
+  v1::CommandEnvelope reused;
+  FrameDecoder decoder;
+  v1::Frame frame;
+  bool is_command = false;
+  decoder.Feed(
+      AsBytes(CommandFrameBytes(FullCommand("first-0123456789abcdef").SerializeAsString())));
+  ASSERT_EQ(decoder.Next(frame, reused, is_command), DecodeResult::kFrame);
+  ASSERT_TRUE(is_command);
+  const char* id = reused.id().data();
+  const char* value = reused.payload().value().data();
+  const google::protobuf::Any* payload = &reused.payload();
+  const google::protobuf::Timestamp* deadline = &reused.deadline();
+
+  decoder.Feed(
+      AsBytes(CommandFrameBytes(FullCommand("second-0123456789abcde").SerializeAsString())));
+  ASSERT_EQ(decoder.Next(frame, reused, is_command), DecodeResult::kFrame);
+  ASSERT_TRUE(is_command);
+  EXPECT_EQ(reused.id(), "second-0123456789abcde");
+  EXPECT_EQ(reused.id().data(), id) << "the id's buffer was allocated again";
+  EXPECT_EQ(reused.payload().value().data(), value);
+  EXPECT_EQ(&reused.payload(), payload);
+  EXPECT_EQ(&reused.deadline(), deadline);
+}
+
+TEST(FrameDecoder, ReusingNextLeavesOtherFramesToTheFrame) {
+  v1::CommandEnvelope reused;
+  for (const v1::Frame& want : OneFrameOfEachKind()) {
+    SCOPED_TRACE(want.ShortDebugString());
+    FrameDecoder decoder;
+    decoder.Feed(AsBytes(Encode({&want, 1})));
+    v1::Frame frame;
+    bool is_command = false;
+    ASSERT_EQ(decoder.Next(frame, reused, is_command), DecodeResult::kFrame);
+    // The metadata map is left to protobuf.
+    EXPECT_EQ(is_command, want.has_command() && want.command().metadata().empty());
+    if (is_command) {
+      EXPECT_TRUE(MessageDifferencer::Equals(reused, want.command()));
+    } else {
+      EXPECT_TRUE(MessageDifferencer::Equals(frame, want));
+    }
+  }
+}
+
 TEST(FrameEncoder, BatchesFramesInOneBuffer) {
   const auto frames = OneFrameOfEachKind();
   FrameEncoder encoder;

@@ -72,6 +72,12 @@ class FrameDecoder {
   // Decodes the next buffered frame into `frame` (which may live on an arena). The content of
   // `frame` is meaningful only when the result is kFrame.
   DecodeResult Next(v1::Frame& frame) noexcept;
+  // Like Next, but a frame that holds only a command (as every client sends them) is parsed
+  // into `command` instead of `frame`, and `is_command` is set. `command` is meant to be reused
+  // from frame to frame, off any arena: its strings and submessages are overwritten in place,
+  // so that a steady stream of commands costs no allocation to decode. The outcome is exactly
+  // Next's (other frames, odd encodings and every error go through Next's parse).
+  DecodeResult Next(v1::Frame& frame, v1::CommandEnvelope& command, bool& is_command) noexcept;
   // Like Next, but hands out the frame's body bytes without parsing them. The span stays valid
   // until the next non-const call. kMalformed is never returned.
   DecodeResult NextBody(std::span<const std::byte>& body) noexcept;
@@ -85,6 +91,7 @@ class FrameDecoder {
 
  private:
   void Reserve(std::size_t free_bytes);
+  DecodeResult Parse(std::span<const std::byte> body, v1::Frame& frame) noexcept;
 
   FrameLimits limits_;
   std::unique_ptr<std::byte[]> buffer_;

@@ -1,0 +1,25 @@
+// Private: parses a serialized cqrs.v1.CommandEnvelope into a message reused from command to
+// command, so that a connection's steady stream of commands costs no allocation to decode.
+
+#ifndef CQRS_NET_SRC_COMMAND_PARSE_H_
+#define CQRS_NET_SRC_COMMAND_PARSE_H_
+
+#include <cstddef>
+#include <span>
+
+#include "cqrs/v1/command.pb.h"
+
+namespace cqrs::net::internal {
+
+// Parses `bytes` into `command` (a heap message, not on an arena), overwriting the strings and
+// submessages it already holds instead of freeing and allocating them again, as protobuf's own
+// parse does (Clear deletes proto3 submessages). True when `command` now equals what
+// `command.ParseFromArray(bytes)` gives. False when the input is outside the well-formed subset
+// this parser takes (unknown fields, metadata, a repeated submessage, an unexpected wire type,
+// invalid UTF-8, a 10-byte varint, ...): the caller then parses with protobuf, which decides
+// whether the input is valid; `command` is left in an unspecified but valid state.
+bool ParseCommandReusing(std::span<const std::byte> bytes, v1::CommandEnvelope& command) noexcept;
+
+}  // namespace cqrs::net::internal
+
+#endif  // CQRS_NET_SRC_COMMAND_PARSE_H_
