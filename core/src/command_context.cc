@@ -9,6 +9,19 @@
 
 namespace cqrs {
 
+PayloadCache::PayloadCache() = default;
+PayloadCache::~PayloadCache() = default;
+
+google::protobuf::Message* PayloadCache::For(const google::protobuf::Message& prototype,
+                                             std::size_t payload_bytes) {
+  if (payload_bytes > kMaxBytes) return nullptr;
+  if (prototype_ != &prototype) {
+    message_.reset(prototype.New());
+    prototype_ = &prototype;
+  }
+  return message_.get();
+}
+
 CommandContext::CommandContext(const v1::CommandEnvelope& command, google::protobuf::Arena* arena,
                                const ServiceInfo* service)
     : command_(command), arena_(arena), service_(service) {

@@ -68,7 +68,8 @@ CommandProcessor::Admission CommandProcessor::Admit(const v1::CommandEnvelope& c
 Awaitable<CommandProcessor::Response> CommandProcessor::Run(Admission& admission,
                                                             const v1::CommandEnvelope& command,
                                                             google::protobuf::Arena* arena,
-                                                            const std::string& principal) {
+                                                            const std::string& principal,
+                                                            PayloadCache* payloads) {
   const bool tracked = !command.id().empty();
   if (tracked) {
     switch (admission.claim_.state()) {
@@ -87,6 +88,7 @@ Awaitable<CommandProcessor::Response> CommandProcessor::Run(Admission& admission
   {
     CommandContext ctx(command, arena, &router_.service());
     ctx.set_principal(principal);
+    ctx.set_payload_cache(payloads);
     status = co_await router_.DispatchSerialized(ctx, serialized);
   }
   admission.turn_.Release();

@@ -103,8 +103,13 @@ absl::StatusOr<google::protobuf::Message*> CommandRouter::Prepare(CommandContext
     return WithErrorCode(absl::DeadlineExceededError("the command's deadline passed before it ran"),
                          "DEADLINE_EXCEEDED");
   }
-  google::protobuf::Message* parsed = entry->prototype->New(ctx.arena());
-  if (!parsed->ParseFromString(command.payload().value())) {
+  const std::string& bytes = command.payload().value();
+  google::protobuf::Message* parsed = nullptr;
+  if (PayloadCache* cache = ctx.payload_cache(); cache != nullptr) {
+    parsed = cache->For(*entry->prototype, bytes.size());
+  }
+  if (parsed == nullptr) parsed = entry->prototype->New(ctx.arena());
+  if (!parsed->ParseFromString(bytes)) {
     return WithErrorCode(
         absl::InvalidArgumentError(absl::StrCat("payload does not parse as ", type)),
         "INVALID_PAYLOAD",

@@ -81,6 +81,7 @@ struct CommandSession::Slot {
   google::protobuf::Arena arena;
   v1::Frame* frame = nullptr;
   v1::CommandEnvelope reused;
+  PayloadCache payloads;  // The payloads of this slot's commands, one after another.
   // The command being run: `reused` or frame->command(). Set from decoding until Reset.
   const v1::CommandEnvelope* command = nullptr;
   std::size_t frame_bytes = 0;  // Of the frame last decoded into this slot.
@@ -411,7 +412,8 @@ Awaitable<void> CommandSession::Execute(Slot* slot) {
   const v1::CommandEnvelope& command = *slot->command;
   CommandProcessor::Response response;
   try {
-    response = co_await shared_.processor.Run(slot->admission, command, &slot->arena, principal_);
+    response = co_await shared_.processor.Run(slot->admission, command, &slot->arena, principal_,
+                                              &slot->payloads);
     // The response must fit in a frame; the tag and length take at most 11 bytes.
     if (response->size() + 11 > shared_.options.max_frame_bytes) {
       response = shared_.processor.Refuse(

@@ -64,6 +64,7 @@ void ProcessCreateUser(benchmark::State& state, bool with_log) {
   cqrs::net::FrameEncoder out;
   cqrs::net::FrameDecoder decoder;
   cqrs::v1::CommandEnvelope reused;
+  cqrs::PayloadCache payloads;
   // Commands are encoded in chunks outside the timed region (pausing the timer per command would
   // cost more than a tenth of what is measured).
   constexpr std::size_t kChunk = 4096;
@@ -101,7 +102,7 @@ void ProcessCreateUser(benchmark::State& state, bool with_log) {
     boost::asio::co_spawn(
         io,
         [&]() -> cqrs::Awaitable<void> {
-          auto response = co_await processor.Run(admission, command, &arena, "");
+          auto response = co_await processor.Run(admission, command, &arena, "", &payloads);
           out.Clear();
           (void)out.AppendSerialized(cqrs::v1::Frame::kResponse, *response);
         },

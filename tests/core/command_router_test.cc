@@ -425,6 +425,70 @@ TEST_F(CommandRouterTest, PayloadThatDoesNotParseIsInvalid) {
   EXPECT_EQ(runs, 0);
 }
 
+TEST_F(CommandRouterTest, PayloadCacheReusesOneMessageAndNothingCarriesOver) {
+  struct Seen {
+    const CreateUser* address;
+    std::string name;
+    std::string user_id;
+  };
+  std::vector<Seen> seen;
+  ASSERT_TRUE(router_
+                  .Handle<CreateUser>(
+                      [&seen](const CreateUser& command, CommandContext&) -> CreateUserResult {
+                        seen.push_back({&command, command.name(), command.user_id()});
+                        co_return CreateUserReply();
+                      })
+                  .ok());
+  ASSERT_TRUE(router_
+                  .Handle<v1::StreamInfo>([](const v1::StreamInfo& command,
+                                             CommandContext&) -> Awaitable<absl::Status> {
+                    EXPECT_EQ(command.entity_type(), "User");
+                    co_return absl::OkStatus();
+                  })
+                  .ok());
+  PayloadCache cache;
+  const auto dispatch = [&](const v1::CommandEnvelope& command) {
+    asio::io_context io;
+    Envelope response;
+    cqrs::testing::Run(io, [&]() -> Awaitable<void> {
+      google::protobuf::Arena arena;
+      CommandContext ctx(command, &arena, &router_.service());
+      ctx.set_payload_cache(&cache);
+      co_await router_.Dispatch(ctx, response);
+    }());
+    return response.status();
+  };
+
+  EXPECT_EQ(dispatch(MakeCommand("c1", NewUser("alice-with-a-long-name", "user-0123456789abcdef"))),
+            Envelope::OK);
+  EXPECT_EQ(dispatch(MakeCommand("c2", NewUser("bob"))), Envelope::OK);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].address, seen[0].address)
+      << "the second payload was not parsed into the first's message";
+  EXPECT_EQ(seen[1].name, "bob");
+  EXPECT_EQ(seen[1].user_id, "") << "a field of the previous command carried over";
+
+  // A payload over kMaxBytes is parsed onto the arena (its capacity is not kept).
+  const std::string big(PayloadCache::kMaxBytes + 1, 'x');
+  EXPECT_EQ(dispatch(MakeCommand("c3", NewUser(big))), Envelope::OK);
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_NE(seen[2].address, seen[0].address);
+  EXPECT_EQ(seen[2].name, big);
+
+  // A payload that does not parse leaves the cache usable; another type takes the cache over.
+  v1::CommandEnvelope broken = MakeCommand("c4", NewUser("x"));
+  broken.mutable_payload()->set_value(
+      std::string("\x0a\x05"
+                  "ab",
+                  4));
+  EXPECT_EQ(dispatch(broken), Envelope::INVALID);
+  EXPECT_EQ(dispatch(MakeCommand("c5", OtherCommand("user-1"))), Envelope::OK);
+  EXPECT_EQ(dispatch(MakeCommand("c6", NewUser("carol", "u-6"))), Envelope::OK);
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[3].name, "carol");
+  EXPECT_EQ(seen[3].user_id, "u-6");
+}
+
 TEST_F(CommandRouterTest, MissingIdOrPayloadIsInvalid) {
   int runs = 0;
   ASSERT_TRUE(

@@ -15,7 +15,9 @@
 #ifndef CQRS_CORE_COMMAND_CONTEXT_H_
 #define CQRS_CORE_COMMAND_CONTEXT_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -68,6 +70,31 @@ inline StreamRef StreamOf(absl::string_view entity_type ABSL_ATTRIBUTE_LIFETIME_
   return StreamRef(entity_type, id);
 }
 
+// Payload messages kept from command to command by whoever runs one command after another (a
+// command server session does, per runner): a payload is parsed into the message kept for its
+// type, which overwrites its strings in place instead of allocating them again. A message is
+// handed out for the next command only after the previous one completed. Not thread-safe.
+class PayloadCache {
+ public:
+  // Payloads larger than this are parsed onto the command's arena instead, so that their
+  // capacity is not kept.
+  static constexpr std::size_t kMaxBytes = 4096;
+
+  PayloadCache();
+  ~PayloadCache();
+  PayloadCache(const PayloadCache&) = delete;
+  PayloadCache& operator=(const PayloadCache&) = delete;
+
+  // The message kept for `prototype`'s type (made on first use; the last type used is kept),
+  // or null when `payload_bytes` exceeds kMaxBytes.
+  google::protobuf::Message* For(const google::protobuf::Message& prototype,
+                                 std::size_t payload_bytes);
+
+ private:
+  const google::protobuf::Message* prototype_ = nullptr;  // message_'s.
+  std::unique_ptr<google::protobuf::Message> message_;
+};
+
 class CommandContext {
  public:
   // `command`, `arena` (not null: staged events and the reply live on it) and `service` must
@@ -104,12 +131,16 @@ class CommandContext {
 
   // Scratch arena that lives as long as the command: messages created on it need no delete.
   google::protobuf::Arena* arena() const { return arena_; }
+  // Where the router parses the payload (null: onto the arena). Must outlive the context.
+  void set_payload_cache(PayloadCache* cache) { payload_cache_ = cache; }
+  PayloadCache* payload_cache() const { return payload_cache_; }
   const ServiceInfo& service() const { return *service_; }
 
  private:
   const v1::CommandEnvelope& command_;
   google::protobuf::Arena* arena_;
   const ServiceInfo* service_;
+  PayloadCache* payload_cache_ = nullptr;
   std::string principal_;
   absl::InlinedVector<StagedEvent*, 2> staged_;  // On the arena.
 };

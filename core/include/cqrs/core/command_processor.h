@@ -23,6 +23,7 @@
 
 #include "absl/status/status.h"
 #include "cqrs/core/asio.h"
+#include "cqrs/core/command_context.h"
 #include "cqrs/core/command_router.h"
 #include "cqrs/core/idempotency_cache.h"
 #include "cqrs/core/subject_sequencer.h"
@@ -66,10 +67,12 @@ class CommandProcessor {
   Admission Admit(const v1::CommandEnvelope& command);
 
   // Runs an admitted command, or waits for the first run of the same id, and returns the
-  // response. `admission`, `command`, `principal` and `arena` (scratch memory for the run) must
-  // outlive the awaitable. Never throws; every command gets exactly one response.
+  // response. `admission`, `command`, `principal`, `arena` (scratch memory for the run) and
+  // `payloads` (optional: messages the payload is parsed into, reused by the caller's next
+  // commands) must outlive the awaitable. Never throws; every command gets exactly one response.
   Awaitable<Response> Run(Admission& admission, const v1::CommandEnvelope& command,
-                          google::protobuf::Arena* arena, const std::string& principal);
+                          google::protobuf::Arena* arena, const std::string& principal,
+                          PayloadCache* payloads = nullptr);
 
   // A response for `command` that did not run (e.g. UNAVAILABLE while shutting down).
   Response Refuse(const v1::CommandEnvelope& command, const absl::Status& status) const;
