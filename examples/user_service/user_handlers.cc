@@ -1,5 +1,8 @@
 #include "user_handlers.h"
 
+#include <cstdint>
+#include <cstring>
+#include <new>
 #include <random>
 #include <utility>
 
@@ -77,6 +80,41 @@ absl::Status ValidateName(absl::string_view name) {
   return absl::OkStatus();
 }
 
+// Header, then the id's bytes, then the name's.
+struct UserDirectory::User {
+  std::uint32_t id_size;
+  std::uint32_t name_size;
+
+  absl::string_view id() const { return {bytes(), id_size}; }
+  absl::string_view name() const { return {bytes() + id_size, name_size}; }
+  const char* bytes() const { return reinterpret_cast<const char*>(this + 1); }
+
+  static UserPtr Make(absl::string_view id, absl::string_view name) {
+    void* memory = ::operator new(sizeof(User) + id.size() + name.size());
+    auto* user = new (memory)
+        User{static_cast<std::uint32_t>(id.size()), static_cast<std::uint32_t>(name.size())};
+    char* out = reinterpret_cast<char*>(user + 1);
+    if (!id.empty()) std::memcpy(out, id.data(), id.size());
+    if (!name.empty()) std::memcpy(out + id.size(), name.data(), name.size());
+    return UserPtr(user);
+  }
+};
+
+void UserDirectory::UserDeleter::operator()(User* user) const {
+  user->~User();
+  ::operator delete(user);
+}
+
+bool UserDirectory::SlotEq::operator()(const Slot& a, const Slot& b) const {
+  return a.hash == b.hash && a.user->id() == b.user->id();
+}
+bool UserDirectory::SlotEq::operator()(const Slot& a, const Lookup& b) const {
+  return a.hash == b.hash && a.user->id() == b.id;
+}
+
+UserDirectory::UserDirectory() = default;
+UserDirectory::~UserDirectory() = default;
+
 UserDirectory::Lookup UserDirectory::LookupOf(absl::string_view id) {
   return {absl::HashOf(id), id};
 }
@@ -88,60 +126,63 @@ UserDirectory::Shard& UserDirectory::ShardOf(const Lookup& key) const {
   return shards_[key.hash >> (sizeof(std::size_t) * 8 - kShardBits)];
 }
 
-bool UserDirectory::Add(const std::string& id, std::string name) {
+bool UserDirectory::Add(absl::string_view id, absl::string_view name) {
   const Lookup key = LookupOf(id);
   Shard& shard = ShardOf(key);
+  UserPtr user = User::Make(id, name);  // Before the lock: the critical section stays short.
   std::lock_guard lock(shard.mutex);
   bool added = false;
-  shard.names.lazy_emplace(key, [&](const auto& construct) {
-    construct(Key{key.hash, id}, std::move(name));
+  shard.users.lazy_emplace(key, [&](const auto& construct) {
+    construct(Slot{key.hash, std::move(user)});
     added = true;
   });
   return added;
 }
 
-std::optional<std::string> UserDirectory::Rename(const std::string& id, std::string name) {
+std::optional<std::string> UserDirectory::Rename(absl::string_view id, absl::string_view name) {
+  const Lookup key = LookupOf(id);
+  Shard& shard = ShardOf(key);
+  UserPtr renamed = User::Make(id, name);
+  std::lock_guard lock(shard.mutex);
+  const auto it = shard.users.find(key);
+  if (it == shard.users.end()) return std::nullopt;
+  std::string previous(it->user->name());
+  it->user = std::move(renamed);
+  return previous;
+}
+
+std::optional<std::string> UserDirectory::Remove(absl::string_view id) {
   const Lookup key = LookupOf(id);
   Shard& shard = ShardOf(key);
   std::lock_guard lock(shard.mutex);
-  const auto it = shard.names.find(key);
-  if (it == shard.names.end()) return std::nullopt;
-  std::swap(it->second, name);
+  const auto it = shard.users.find(key);
+  if (it == shard.users.end()) return std::nullopt;
+  std::string name(it->user->name());
+  shard.users.erase(it);
   return name;
 }
 
-std::optional<std::string> UserDirectory::Remove(const std::string& id) {
+bool UserDirectory::Contains(absl::string_view id) const {
   const Lookup key = LookupOf(id);
   Shard& shard = ShardOf(key);
   std::lock_guard lock(shard.mutex);
-  const auto it = shard.names.find(key);
-  if (it == shard.names.end()) return std::nullopt;
-  std::string name = std::move(it->second);
-  shard.names.erase(it);
-  return name;
+  return shard.users.contains(key);
 }
 
-bool UserDirectory::Contains(const std::string& id) const {
+std::optional<std::string> UserDirectory::NameOf(absl::string_view id) const {
   const Lookup key = LookupOf(id);
   Shard& shard = ShardOf(key);
   std::lock_guard lock(shard.mutex);
-  return shard.names.contains(key);
-}
-
-std::optional<std::string> UserDirectory::NameOf(const std::string& id) const {
-  const Lookup key = LookupOf(id);
-  Shard& shard = ShardOf(key);
-  std::lock_guard lock(shard.mutex);
-  const auto it = shard.names.find(key);
-  if (it == shard.names.end()) return std::nullopt;
-  return it->second;
+  const auto it = shard.users.find(key);
+  if (it == shard.users.end()) return std::nullopt;
+  return std::string(it->user->name());
 }
 
 std::size_t UserDirectory::size() const {
   std::size_t size = 0;
   for (std::size_t i = 0; i < kShards; ++i) {
     std::lock_guard lock(shards_[i].mutex);
-    size += shards_[i].names.size();
+    size += shards_[i].users.size();
   }
   return size;
 }

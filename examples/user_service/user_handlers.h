@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "cqrs/core/adaptive_mutex.h"
@@ -51,48 +51,59 @@ absl::Status ValidateName(absl::string_view name);
 
 // The write side's knowledge of the existing users (id -> name), for validation. Each call is
 // atomic; thread-safe. Ids are spread over independently locked shards, so that handlers on
-// different threads rarely wait for each other.
+// different threads rarely wait for each other. A user costs one allocation (id and name
+// together) and a 16-byte table slot: a service with millions of users keeps its tables small
+// enough to stay mostly in the caches, and growing a table moves slots without reading a user.
 class UserDirectory {
  public:
-  // False (and no change) when `id` already exists.
-  bool Add(const std::string& id, std::string name);
-  // The previous name; nullopt (and no change) when there is no user `id`.
-  std::optional<std::string> Rename(const std::string& id, std::string name);
-  // The removed user's name; nullopt when there is no user `id`.
-  std::optional<std::string> Remove(const std::string& id);
+  UserDirectory();
+  ~UserDirectory();
+  UserDirectory(const UserDirectory&) = delete;
+  UserDirectory& operator=(const UserDirectory&) = delete;
 
-  bool Contains(const std::string& id) const;
-  std::optional<std::string> NameOf(const std::string& id) const;
+  // False (and no change) when `id` already exists.
+  bool Add(absl::string_view id, absl::string_view name);
+  // The previous name; nullopt (and no change) when there is no user `id`.
+  std::optional<std::string> Rename(absl::string_view id, absl::string_view name);
+  // The removed user's name; nullopt when there is no user `id`.
+  std::optional<std::string> Remove(absl::string_view id);
+
+  bool Contains(absl::string_view id) const;
+  std::optional<std::string> NameOf(absl::string_view id) const;
   std::size_t size() const;
 
  private:
-  // An id with its hash, computed once per call: the shard and the table both use it, growing
-  // the table reads no id (with millions of users the ids are cold in the caches), and a probe
-  // compares ids only when the hashes are equal.
-  struct Key {
+  // One user: id and name in one allocation (see User::Make).
+  struct User;
+  struct UserDeleter {
+    void operator()(User* user) const;
+  };
+  using UserPtr = std::unique_ptr<User, UserDeleter>;
+  // A table slot: the id's hash, computed once per call (the shard and the table both use it,
+  // growing the table reads no user, and a probe reads a user only when the hashes are equal),
+  // and the user. Replacing the user (Rename) keeps its id, so the slot's key does not change.
+  struct Slot {
     std::size_t hash;
-    std::string id;
+    mutable UserPtr user;
   };
   struct Lookup {
     std::size_t hash;
     absl::string_view id;
   };
-  struct KeyHash {
+  struct SlotHash {
     using is_transparent = void;
-    std::size_t operator()(const Key& key) const { return key.hash; }
+    std::size_t operator()(const Slot& slot) const { return slot.hash; }
     std::size_t operator()(const Lookup& key) const { return key.hash; }
   };
-  struct KeyEq {
+  struct SlotEq {
     using is_transparent = void;
-    bool operator()(const Key& a, const Key& b) const { return a.hash == b.hash && a.id == b.id; }
-    bool operator()(const Key& a, const Lookup& b) const {
-      return a.hash == b.hash && a.id == b.id;
-    }
+    bool operator()(const Slot& a, const Slot& b) const;
+    bool operator()(const Slot& a, const Lookup& b) const;
   };
   // Each shard starts its own cache line: neighbours are locked by different threads.
   struct alignas(64) Shard {
     mutable cqrs::AdaptiveMutex mutex;
-    absl::flat_hash_map<Key, std::string, KeyHash, KeyEq> names ABSL_GUARDED_BY(mutex);
+    absl::flat_hash_set<Slot, SlotHash, SlotEq> users ABSL_GUARDED_BY(mutex);
   };
   static constexpr std::size_t kShardBits = 4;
   static constexpr std::size_t kShards = std::size_t{1} << kShardBits;

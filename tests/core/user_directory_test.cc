@@ -25,6 +25,10 @@ TEST(UserDirectoryTest, ManyUsersAddRenameRemoveLikeAMap) {
   }
   EXPECT_EQ(directory.Rename(Id(5), "renamed"), "name 5");
   EXPECT_EQ(directory.NameOf(Id(5)), "renamed");
+  EXPECT_EQ(directory.Rename(Id(5), std::string(200, 'l')), "renamed");  // Longer, then shorter.
+  EXPECT_EQ(directory.Rename(Id(5), ""), std::string(200, 'l'));
+  EXPECT_EQ(directory.NameOf(Id(5)), "");
+  EXPECT_TRUE(directory.Contains(Id(5)));
   EXPECT_EQ(directory.Remove(Id(6)), "name 6");
   EXPECT_FALSE(directory.Contains(Id(6)));
   EXPECT_EQ(directory.Remove(Id(6)), std::nullopt);
