@@ -9,17 +9,39 @@
 
 namespace cqrs {
 
-PayloadCache::PayloadCache() = default;
-PayloadCache::~PayloadCache() = default;
+CommandScratch::CommandScratch() = default;
+CommandScratch::~CommandScratch() = default;
 
-google::protobuf::Message* PayloadCache::For(const google::protobuf::Message& prototype,
-                                             std::size_t payload_bytes) {
+char* CommandScratch::ReplyBytes(std::size_t size) {
+  if (size > kMaxBytes) return nullptr;
+  reply_.resize(size);
+  return reply_.data();
+}
+
+google::protobuf::Message* CommandScratch::PayloadFor(const google::protobuf::Message& prototype,
+                                                      std::size_t payload_bytes) {
   if (payload_bytes > kMaxBytes) return nullptr;
   if (prototype_ != &prototype) {
-    message_.reset(prototype.New());
     prototype_ = &prototype;
+    reusable_ = Reusable(prototype.GetDescriptor());
+    message_.reset(reusable_ ? prototype.New() : nullptr);
   }
   return message_.get();
+}
+
+bool CommandScratch::Reusable(const google::protobuf::Descriptor* type, int depth) {
+  // Singular submessages are cleared in place only when they have presence bits (proto2);
+  // proto3's are freed by Clear. Either way, a repeated field below them would keep its
+  // cleared elements. Deeply nested or recursive types are simply not reused.
+  if (depth > 8) return false;
+  for (int i = 0; i < type->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* field = type->field(i);
+    if (field->is_repeated()) return false;  // Maps too.
+    if (field->message_type() != nullptr && !Reusable(field->message_type(), depth + 1)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 CommandContext::CommandContext(const v1::CommandEnvelope& command, google::protobuf::Arena* arena,
@@ -28,10 +50,20 @@ CommandContext::CommandContext(const v1::CommandEnvelope& command, google::proto
   assert(arena_ != nullptr);
 }
 
-const StagedEvent& CommandContext::Stage(const v1::EventEnvelope& envelope) {
-  auto* staged = google::protobuf::Arena::Create<StagedEvent>(arena_, StagedEvent::From(envelope));
+CommandContext::~CommandContext() {
+  if (scratch_ != nullptr) scratch_->events_.clear();
+}
+
+StagedEvent* CommandContext::Keep(StagedEvent event) {
+  StagedEvent* staged =
+      scratch_ != nullptr ? &scratch_->events_.emplace_back(std::move(event))
+                          : google::protobuf::Arena::Create<StagedEvent>(arena_, std::move(event));
   staged_.push_back(staged);
-  return *staged;
+  return staged;
+}
+
+const StagedEvent& CommandContext::Stage(const v1::EventEnvelope& envelope) {
+  return *Keep(StagedEvent::From(envelope));
 }
 
 std::optional<absl::Time> CommandContext::deadline() const {
@@ -114,10 +146,7 @@ const StagedEvent& CommandContext::Emit(const google::protobuf::Message& event, 
   out.String(EventFields::kCorrelationIdFieldNumber, correlation_id);
   assert(out.position() == bytes.data() + bytes.size());
 
-  auto* staged =
-      google::protobuf::Arena::Create<StagedEvent>(arena_, std::move(bytes), std::string(channel));
-  staged_.push_back(staged);
-  return *staged;
+  return *Keep(StagedEvent(std::move(bytes), std::string(channel)));
 }
 
 }  // namespace cqrs

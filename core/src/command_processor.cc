@@ -69,7 +69,7 @@ Awaitable<CommandProcessor::Response> CommandProcessor::Run(Admission& admission
                                                             const v1::CommandEnvelope& command,
                                                             google::protobuf::Arena* arena,
                                                             const std::string& principal,
-                                                            PayloadCache* payloads) {
+                                                            CommandScratch* scratch) {
   const bool tracked = !command.id().empty();
   if (tracked) {
     switch (admission.claim_.state()) {
@@ -88,7 +88,7 @@ Awaitable<CommandProcessor::Response> CommandProcessor::Run(Admission& admission
   {
     CommandContext ctx(command, arena, &router_.service());
     ctx.set_principal(principal);
-    ctx.set_payload_cache(payloads);
+    ctx.set_scratch(scratch);
     status = co_await router_.DispatchSerialized(ctx, serialized);
   }
   admission.turn_.Release();

@@ -72,7 +72,8 @@ bool CommandRouter::Has(absl::string_view full_type_name) const {
 void CommandRouter::KeepReply(const google::protobuf::Message& reply, CommandContext& ctx,
                               Reply& out) {
   const std::size_t size = reply.ByteSizeLong();
-  char* bytes = google::protobuf::Arena::CreateArray<char>(ctx.arena(), size);
+  char* bytes = ctx.scratch() != nullptr ? ctx.scratch()->ReplyBytes(size) : nullptr;
+  if (bytes == nullptr) bytes = google::protobuf::Arena::CreateArray<char>(ctx.arena(), size);
   reply.SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(bytes));
   out.type = reply.GetDescriptor();
   out.bytes = absl::string_view(bytes, size);
@@ -105,8 +106,8 @@ absl::StatusOr<google::protobuf::Message*> CommandRouter::Prepare(CommandContext
   }
   const std::string& bytes = command.payload().value();
   google::protobuf::Message* parsed = nullptr;
-  if (PayloadCache* cache = ctx.payload_cache(); cache != nullptr) {
-    parsed = cache->For(*entry->prototype, bytes.size());
+  if (CommandScratch* scratch = ctx.scratch(); scratch != nullptr) {
+    parsed = scratch->PayloadFor(*entry->prototype, bytes.size());
   }
   if (parsed == nullptr) parsed = entry->prototype->New(ctx.arena());
   if (!parsed->ParseFromString(bytes)) {

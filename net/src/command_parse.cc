@@ -38,8 +38,8 @@ class Reader {
     return false;
   }
 
-  // A length-delimited field's body. Lengths are taken up to 2^28 (four varint bytes), which is
-  // more than any frame may hold.
+  // A length-delimited field's body. Lengths are taken up to 2^28 (four varint bytes); longer
+  // ones (in frames over 256 MiB) are left to protobuf.
   bool Delimited(const std::uint8_t*& begin, const std::uint8_t*& end) {
     std::uint32_t length = 0;
     for (int i = 0;; ++i) {
@@ -222,6 +222,18 @@ bool ParseCommandReusing(std::span<const std::byte> bytes, v1::CommandEnvelope& 
   if (unseen(Fields::kPayloadFieldNumber)) command.clear_payload();
   command.set_version(version);
   return true;
+}
+
+std::size_t RetainedBytes(const v1::CommandEnvelope& command) noexcept {
+  std::size_t bytes = command.id().capacity() + command.service_id().capacity() +
+                      command.service_instance_id().capacity() +
+                      command.transaction_id().capacity() + command.type().capacity() +
+                      command.subject().capacity() + command.correlation_id().capacity() +
+                      command.causation_id().capacity();
+  if (command.has_payload()) {
+    bytes += command.payload().type_url().capacity() + command.payload().value().capacity();
+  }
+  return bytes;
 }
 
 }  // namespace cqrs::net::internal

@@ -16,9 +16,14 @@ namespace cqrs::net::internal {
 // parse does (Clear deletes proto3 submessages). True when `command` now equals what
 // `command.ParseFromArray(bytes)` gives. False when the input is outside the well-formed subset
 // this parser takes (unknown fields, metadata, a repeated submessage, an unexpected wire type,
-// invalid UTF-8, a 10-byte varint, ...): the caller then parses with protobuf, which decides
-// whether the input is valid; `command` is left in an unspecified but valid state.
+// invalid UTF-8, a varint over 10 bytes, a length over 2^28, ...): the caller then parses with
+// protobuf, which decides whether the input is valid; `command` is left in an unspecified but
+// valid state (holding what was copied before the parser gave up).
 bool ParseCommandReusing(std::span<const std::byte> bytes, v1::CommandEnvelope& command) noexcept;
+
+// The bytes `command`'s strings keep allocated (their capacity), for a caller that bounds what
+// a reused message may keep.
+std::size_t RetainedBytes(const v1::CommandEnvelope& command) noexcept;
 
 }  // namespace cqrs::net::internal
 

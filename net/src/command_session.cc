@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "command_parse.h"
 #include "cqrs/core/log.h"
 #include "cqrs/core/time_util.h"
 #include "server_shared.h"
@@ -51,22 +52,27 @@ const char* KindName(const v1::Frame& frame) {
 
 }  // namespace
 
-// One frame's memory. A command is decoded into `reused`, a message that keeps its strings and
-// submessages from one command to the next (decoding allocates nothing once they have grown);
-// any other frame, and a command the reusing decoder leaves to protobuf, lives on an arena whose
-// first block is inline. The arena also holds the command's scratch memory (context, reply,
-// staged events).
+// One frame's memory, kept from one command to the next so that a typical command allocates
+// little: a command is decoded into `reused`, which keeps its strings and submessages (decoding
+// allocates nothing once they have grown); any other frame, and a command the reusing decoder
+// leaves to protobuf, goes to `frame`. `scratch` keeps the payload message, the staged events
+// and the reply; the arena (first block inline) takes what does not fit there and whatever a
+// handler allocates on it, and is reset only when it was used.
 struct CommandSession::Slot {
-  // A command frame larger than this does not leave its strings' capacity behind in `reused`
-  // (up to max_in_flight slots per connection keep one each).
-  static constexpr std::size_t kReuseBytes = 4096;
+  // What `reused` and `frame` may keep allocated between frames (up to max_in_flight slots per
+  // connection keep theirs): beyond it, they start afresh.
+  static constexpr std::size_t kReuseBytes = CommandScratch::kMaxBytes;
 
-  Slot() : arena(Options(block, sizeof block)) { Reset(); }
+  Slot() : arena(Options(block, sizeof block)) {}
   void Reset() {
     admission = {};
-    arena.Reset();
-    frame = google::protobuf::Arena::CreateMessage<v1::Frame>(&arena);
-    if (command == &reused && frame_bytes > kReuseBytes) v1::CommandEnvelope().Swap(&reused);
+    if (scratch.TakeArenaTouched()) arena.Reset();
+    // The reusing decoder may have filled `reused` before leaving a frame to protobuf, so its
+    // capacity is checked whatever the frame was.
+    if (frame_bytes > kReuseBytes || RetainedBytes(reused) > kReuseBytes) {
+      v1::CommandEnvelope().Swap(&reused);
+    }
+    if (frame_bytes > kReuseBytes) frame.Clear();
     command = nullptr;
     frame_bytes = 0;
   }
@@ -79,9 +85,9 @@ struct CommandSession::Slot {
 
   alignas(16) char block[8192];
   google::protobuf::Arena arena;
-  v1::Frame* frame = nullptr;
+  v1::Frame frame;
   v1::CommandEnvelope reused;
-  PayloadCache payloads;  // The payloads of this slot's commands, one after another.
+  CommandScratch scratch;
   // The command being run: `reused` or frame->command(). Set from decoding until Reset.
   const v1::CommandEnvelope* command = nullptr;
   std::size_t frame_bytes = 0;  // Of the frame last decoded into this slot.
@@ -193,15 +199,15 @@ bool CommandSession::DecodeBuffered(bool& any_frame) {
     Slot& slot = *next_.slot;
     const std::size_t buffered = decoder_.buffered();
     bool is_command = false;
-    const DecodeResult result = decoder_.Next(*slot.frame, slot.reused, is_command);
+    const DecodeResult result = decoder_.Next(slot.frame, slot.reused, is_command);
     if (result == DecodeResult::kNeedMore) return true;
+    slot.frame_bytes = buffered - decoder_.buffered();
     if (result == DecodeResult::kFrame) {
       any_frame = true;
-      slot.frame_bytes = buffered - decoder_.buffered();
       if (is_command) {
         slot.command = &slot.reused;
-      } else if (slot.frame->has_command()) {
-        slot.command = &slot.frame->command();
+      } else if (slot.frame.has_command()) {
+        slot.command = &slot.frame.command();
       }
       if (!OnFrame()) return false;
       if (next_.slot != nullptr) next_.slot->Reset();  // Not a command: the slot stays ours.
@@ -298,7 +304,7 @@ bool CommandSession::OnFrame() {
     StartCommand();  // `command` belongs to the runner from here on.
     return true;
   }
-  const v1::Frame& frame = *next_.slot->frame;
+  const v1::Frame& frame = next_.slot->frame;
   if (!hello_done_) {
     if (next_.slot->command != nullptr) {
       SendError(v1::Error::PROTOCOL_VIOLATION, "expected Hello as the first frame, got command",
@@ -413,7 +419,7 @@ Awaitable<void> CommandSession::Execute(Slot* slot) {
   CommandProcessor::Response response;
   try {
     response = co_await shared_.processor.Run(slot->admission, command, &slot->arena, principal_,
-                                              &slot->payloads);
+                                              &slot->scratch);
     // The response must fit in a frame; the tag and length take at most 11 bytes.
     if (response->size() + 11 > shared_.options.max_frame_bytes) {
       response = shared_.processor.Refuse(

@@ -64,15 +64,16 @@ std::vector<std::string> EncodeCommands() {
 }
 
 // The timed loop, as a server session's runner: one long-lived coroutine on a running
-// io_context takes the commands one after another (decoder, reused command message, payload
-// cache and an arena with an inline first block, reset after each command).
+// io_context takes the commands one after another (decoder, reused command message, command
+// scratch, and an arena with an inline first block, reset after a command that used it).
 cqrs::Awaitable<void> CommandLoop(benchmark::State& state, cqrs::CommandProcessor& processor,
                                   const std::vector<std::string>& encoded,
                                   std::uint64_t& allocations) {
   cqrs::net::FrameDecoder decoder;
   cqrs::net::FrameEncoder out;
+  cqrs::v1::Frame frame;
   cqrs::v1::CommandEnvelope reused;
-  cqrs::PayloadCache payloads;
+  cqrs::CommandScratch scratch;
   alignas(16) static char block[8192];
   google::protobuf::ArenaOptions options;
   options.initial_block = block;
@@ -82,20 +83,19 @@ cqrs::Awaitable<void> CommandLoop(benchmark::State& state, cqrs::CommandProcesso
   for (auto _ : state) {
     const std::uint64_t before = g_allocations.load(std::memory_order_relaxed);
     decoder.Feed(cqrs::testing::AsBytes(encoded[next++]));
-    auto* frame = google::protobuf::Arena::CreateMessage<cqrs::v1::Frame>(&arena);
     bool is_command = false;
-    if (decoder.Next(*frame, reused, is_command) != cqrs::net::DecodeResult::kFrame) {
+    if (decoder.Next(frame, reused, is_command) != cqrs::net::DecodeResult::kFrame) {
       state.SkipWithError("decode");
       break;
     }
-    const cqrs::v1::CommandEnvelope& command = is_command ? reused : frame->command();
+    const cqrs::v1::CommandEnvelope& command = is_command ? reused : frame.command();
     auto admission = processor.Admit(command);
-    auto response = co_await processor.Run(admission, command, &arena, "", &payloads);
+    auto response = co_await processor.Run(admission, command, &arena, "", &scratch);
     out.Clear();
     (void)out.AppendSerialized(cqrs::v1::Frame::kResponse, *response);
     response.reset();
     admission = {};
-    arena.Reset();
+    if (scratch.TakeArenaTouched()) arena.Reset();
     allocations += g_allocations.load(std::memory_order_relaxed) - before;
   }
 }

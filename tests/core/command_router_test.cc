@@ -425,7 +425,7 @@ TEST_F(CommandRouterTest, PayloadThatDoesNotParseIsInvalid) {
   EXPECT_EQ(runs, 0);
 }
 
-TEST_F(CommandRouterTest, PayloadCacheReusesOneMessageAndNothingCarriesOver) {
+TEST_F(CommandRouterTest, ScratchReusesOnePayloadMessageAndNothingCarriesOver) {
   struct Seen {
     const CreateUser* address;
     std::string name;
@@ -446,14 +446,14 @@ TEST_F(CommandRouterTest, PayloadCacheReusesOneMessageAndNothingCarriesOver) {
                     co_return absl::OkStatus();
                   })
                   .ok());
-  PayloadCache cache;
+  CommandScratch scratch;
   const auto dispatch = [&](const v1::CommandEnvelope& command) {
     asio::io_context io;
     Envelope response;
     cqrs::testing::Run(io, [&]() -> Awaitable<void> {
       google::protobuf::Arena arena;
       CommandContext ctx(command, &arena, &router_.service());
-      ctx.set_payload_cache(&cache);
+      ctx.set_scratch(&scratch);
       co_await router_.Dispatch(ctx, response);
     }());
     return response.status();
@@ -469,7 +469,7 @@ TEST_F(CommandRouterTest, PayloadCacheReusesOneMessageAndNothingCarriesOver) {
   EXPECT_EQ(seen[1].user_id, "") << "a field of the previous command carried over";
 
   // A payload over kMaxBytes is parsed onto the arena (its capacity is not kept).
-  const std::string big(PayloadCache::kMaxBytes + 1, 'x');
+  const std::string big(CommandScratch::kMaxBytes + 1, 'x');
   EXPECT_EQ(dispatch(MakeCommand("c3", NewUser(big))), Envelope::OK);
   ASSERT_EQ(seen.size(), 3u);
   EXPECT_NE(seen[2].address, seen[0].address);
@@ -487,6 +487,100 @@ TEST_F(CommandRouterTest, PayloadCacheReusesOneMessageAndNothingCarriesOver) {
   ASSERT_EQ(seen.size(), 4u);
   EXPECT_EQ(seen[3].name, "carol");
   EXPECT_EQ(seen[3].user_id, "u-6");
+}
+
+TEST_F(CommandRouterTest, ScratchKeepsEventsAndReplyOffTheArena) {
+  router_.set_event_sink(&sink_);
+  std::vector<const StagedEvent*> staged;
+  ASSERT_TRUE(router_
+                  .Handle<CreateUser>([&staged](const CreateUser& command,
+                                                CommandContext& ctx) -> CreateUserResult {
+                    UserCreated created;
+                    created.set_user_id(command.user_id());
+                    created.set_name(command.name());
+                    const StagedEvent& first = ctx.Emit(created, StreamOf("User", "a"));
+                    for (int i = 0; i < 40; ++i) ctx.Emit(created, StreamOf("User", "b"));
+                    staged = {ctx.staged_events().begin(), ctx.staged_events().end()};
+                    EXPECT_EQ(&first, staged.front()) << "a staged event moved";
+                    EXPECT_EQ(first.Decode().stream_info().id(), "a");
+                    CreateUserReply reply;
+                    reply.set_user_id(command.user_id());
+                    co_return reply;
+                  })
+                  .ok());
+  CommandScratch scratch;
+  for (const std::string name : {"first", "second"}) {
+    SCOPED_TRACE(name);
+    const v1::CommandEnvelope command = MakeCommand("cmd-" + name, NewUser(name, "u-" + name));
+    asio::io_context io;
+    Envelope response;
+    std::uint64_t arena_used = 1;
+    cqrs::testing::Run(io, [&]() -> Awaitable<void> {
+      google::protobuf::Arena arena;
+      {
+        CommandContext ctx(command, &arena, &router_.service());
+        ctx.set_scratch(&scratch);
+        co_await router_.Dispatch(ctx, response);
+      }
+      arena_used = arena.SpaceUsed();
+    }());
+    ASSERT_EQ(response.status(), Envelope::OK) << response.DebugString();
+    EXPECT_EQ(arena_used, 0u) << "the command used its arena";
+    CreateUserReply reply;
+    ASSERT_TRUE(response.payload().UnpackTo(&reply));
+    EXPECT_EQ(reply.user_id(), "u-" + name);
+    EXPECT_EQ(response.event_offsets_size(), 41);
+    ASSERT_EQ(staged.size(), 41u) << "events of the previous command were still staged";
+  }
+  const std::vector<v1::EventEnvelope> events = sink_.events();
+  ASSERT_EQ(events.size(), 82u);
+  UserCreated created;
+  ASSERT_TRUE(events.back().payload().UnpackTo(&created));
+  EXPECT_EQ(created.name(), "second");
+}
+
+TEST_F(CommandRouterTest, ScratchLeavesTypesWithRepeatedFieldsToTheArena) {
+  // Clear keeps a repeated field's cleared elements (and their strings): a kept message of such
+  // a type would grow with every payload, so those are parsed onto the arena.
+  int runs = 0;
+  ASSERT_TRUE(
+      router_
+          .Handle<v1::CommandResponseEnvelope>([&runs](const v1::CommandResponseEnvelope& command,
+                                                       CommandContext&) -> Awaitable<absl::Status> {
+            EXPECT_EQ(command.event_offsets_size(), 3);
+            ++runs;
+            co_return absl::OkStatus();
+          })
+          .ok());
+  ASSERT_TRUE(router_
+                  .Handle<v1::StreamInfo>(
+                      [](const v1::StreamInfo&, CommandContext&) -> Awaitable<absl::Status> {
+                        co_return absl::OkStatus();
+                      })
+                  .ok());
+  CommandScratch scratch;
+  const auto dispatch = [&](const v1::CommandEnvelope& command) {
+    asio::io_context io;
+    Envelope response;
+    cqrs::testing::Run(io, [&]() -> Awaitable<void> {
+      google::protobuf::Arena arena;
+      CommandContext ctx(command, &arena, &router_.service());
+      ctx.set_scratch(&scratch);
+      co_await router_.Dispatch(ctx, response);
+    }());
+    return response.status();
+  };
+  v1::CommandResponseEnvelope repeated;
+  repeated.add_event_offsets(1);
+  repeated.add_event_offsets(2);
+  repeated.add_event_offsets(3);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(dispatch(MakeCommand(absl::StrCat("r", i), repeated)), Envelope::OK);
+    EXPECT_TRUE(scratch.TakeArenaTouched()) << "a payload with a repeated field was kept";
+  }
+  EXPECT_EQ(runs, 2);
+  EXPECT_EQ(dispatch(MakeCommand("s", OtherCommand("user-1"))), Envelope::OK);
+  EXPECT_FALSE(scratch.TakeArenaTouched()) << "a plain payload went to the arena";
 }
 
 TEST_F(CommandRouterTest, MissingIdOrPayloadIsInvalid) {

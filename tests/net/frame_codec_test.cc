@@ -9,6 +9,7 @@
 #include <iterator>
 #include <set>
 
+#include "command_parse.h"
 #include "testing/frames.h"
 
 namespace cqrs::net {
@@ -395,6 +396,23 @@ TEST(FrameDecoder, ReusingNextKeepsStringsAndSubmessagesFromCommandToCommand) {
   EXPECT_EQ(reused.payload().value().data(), value);
   EXPECT_EQ(&reused.payload(), payload);
   EXPECT_EQ(&reused.deadline(), deadline);
+}
+
+TEST(FrameDecoder, RetainedBytesCountsWhatTheReusedCommandKeeps) {
+  // A session starts its reused command afresh once this exceeds its bound: a large command
+  // (or one the reusing parser gave up on halfway) must not leave its capacity behind.
+  v1::CommandEnvelope reused;
+  v1::CommandEnvelope big = FullCommand("big");
+  big.mutable_payload()->set_value(std::string(50'000, 'v'));
+  big.set_correlation_id(std::string(10'000, 'c'));
+  ASSERT_TRUE(internal::ParseCommandReusing(AsBytes(big.SerializeAsString()), reused));
+  EXPECT_GE(internal::RetainedBytes(reused), 60'000u);
+  ASSERT_TRUE(
+      internal::ParseCommandReusing(AsBytes(FullCommand("small").SerializeAsString()), reused));
+  EXPECT_EQ(reused.id(), "small");
+  EXPECT_GE(internal::RetainedBytes(reused), 60'000u) << "capacity is kept: the caller bounds it";
+  v1::CommandEnvelope fresh;
+  EXPECT_LT(internal::RetainedBytes(fresh), 200u);
 }
 
 TEST(FrameDecoder, ReusingNextLeavesOtherFramesToTheFrame) {

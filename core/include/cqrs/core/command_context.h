@@ -17,10 +17,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 
 #include <google/protobuf/arena.h>
 #include <google/protobuf/message.h>
@@ -70,37 +72,54 @@ inline StreamRef StreamOf(absl::string_view entity_type ABSL_ATTRIBUTE_LIFETIME_
   return StreamRef(entity_type, id);
 }
 
-// Payload messages kept from command to command by whoever runs one command after another (a
-// command server session does, per runner): a payload is parsed into the message kept for its
-// type, which overwrites its strings in place instead of allocating them again. A message is
-// handed out for the next command only after the previous one completed. Not thread-safe.
-class PayloadCache {
+// Memory kept from command to command by whoever runs one command after another (a command
+// server session keeps one per runner), so that a typical command allocates little and leaves
+// the arena untouched: the message each payload is parsed into (the one kept for its type,
+// whose strings are overwritten in place), the staged events and the reply's bytes. Give it to
+// one command at a time (CommandContext::set_scratch); a context leaves it empty when it ends.
+// Not thread-safe.
+class CommandScratch {
  public:
-  // Payloads larger than this are parsed onto the command's arena instead, so that their
+  // Payloads and replies larger than this use the command's arena instead, so that their
   // capacity is not kept.
   static constexpr std::size_t kMaxBytes = 4096;
 
-  PayloadCache();
-  ~PayloadCache();
-  PayloadCache(const PayloadCache&) = delete;
-  PayloadCache& operator=(const PayloadCache&) = delete;
+  CommandScratch();
+  ~CommandScratch();
+  CommandScratch(const CommandScratch&) = delete;
+  CommandScratch& operator=(const CommandScratch&) = delete;
 
   // The message kept for `prototype`'s type (made on first use; the last type used is kept),
   // or null when `payload_bytes` exceeds kMaxBytes.
-  google::protobuf::Message* For(const google::protobuf::Message& prototype,
-                                 std::size_t payload_bytes);
+  google::protobuf::Message* PayloadFor(const google::protobuf::Message& prototype,
+                                        std::size_t payload_bytes);
+  // `size` bytes for a reply, valid until the command ends; null when `size` exceeds kMaxBytes.
+  char* ReplyBytes(std::size_t size);
+  // Whether a command handed its arena out (CommandContext::arena()) since the last call: the
+  // owner resets the arena only then (a reset costs a few hundred instructions).
+  bool TakeArenaTouched() { return std::exchange(arena_touched_, false); }
 
  private:
+  friend class CommandContext;
+  // Payload types whose Clear leaves capacity that grows with each payload (repeated fields
+  // keep their cleared elements) are parsed onto the arena instead.
+  static bool Reusable(const google::protobuf::Descriptor* type, int depth = 0);
+
   const google::protobuf::Message* prototype_ = nullptr;  // message_'s.
   std::unique_ptr<google::protobuf::Message> message_;
+  bool reusable_ = false;           // message_'s type's.
+  std::deque<StagedEvent> events_;  // A deque: staged events never move.
+  std::string reply_;
+  bool arena_touched_ = false;
 };
 
 class CommandContext {
  public:
-  // `command`, `arena` (not null: staged events and the reply live on it) and `service` must
-  // outlive the context.
+  // `command`, `arena` (not null: staged events and the reply live on it, unless a scratch is
+  // set) and `service` must outlive the context.
   CommandContext(const v1::CommandEnvelope& command, google::protobuf::Arena* arena,
                  const ServiceInfo* service);
+  ~CommandContext();
   CommandContext(const CommandContext&) = delete;
   CommandContext& operator=(const CommandContext&) = delete;
 
@@ -130,17 +149,23 @@ class CommandContext {
   void DiscardStagedEvents() { staged_.clear(); }
 
   // Scratch arena that lives as long as the command: messages created on it need no delete.
-  google::protobuf::Arena* arena() const { return arena_; }
-  // Where the router parses the payload (null: onto the arena). Must outlive the context.
-  void set_payload_cache(PayloadCache* cache) { payload_cache_ = cache; }
-  PayloadCache* payload_cache() const { return payload_cache_; }
+  google::protobuf::Arena* arena() const {
+    if (scratch_ != nullptr) scratch_->arena_touched_ = true;
+    return arena_;
+  }
+  // Memory reused from the previous command (null: everything on the arena). Set it before the
+  // command runs; it must outlive the context, which empties it when it ends.
+  void set_scratch(CommandScratch* scratch) { scratch_ = scratch; }
+  CommandScratch* scratch() const { return scratch_; }
   const ServiceInfo& service() const { return *service_; }
 
  private:
   const v1::CommandEnvelope& command_;
   google::protobuf::Arena* arena_;
   const ServiceInfo* service_;
-  PayloadCache* payload_cache_ = nullptr;
+  CommandScratch* scratch_ = nullptr;
+  // Keeps a staged event (in the scratch, or on the arena) and lists it.
+  StagedEvent* Keep(StagedEvent event);
   std::string principal_;
   absl::InlinedVector<StagedEvent*, 2> staged_;  // On the arena.
 };

@@ -67,12 +67,12 @@ class CommandProcessor {
   Admission Admit(const v1::CommandEnvelope& command);
 
   // Runs an admitted command, or waits for the first run of the same id, and returns the
-  // response. `admission`, `command`, `principal`, `arena` (scratch memory for the run) and
-  // `payloads` (optional: messages the payload is parsed into, reused by the caller's next
-  // commands) must outlive the awaitable. Never throws; every command gets exactly one response.
+  // response. `admission`, `command`, `principal`, `arena` (memory for the run) and `scratch`
+  // (optional: memory the caller reuses for its next commands, see CommandScratch) must outlive
+  // the awaitable. Never throws; every command gets exactly one response.
   Awaitable<Response> Run(Admission& admission, const v1::CommandEnvelope& command,
                           google::protobuf::Arena* arena, const std::string& principal,
-                          PayloadCache* payloads = nullptr);
+                          CommandScratch* scratch = nullptr);
 
   // A response for `command` that did not run (e.g. UNAVAILABLE while shutting down).
   Response Refuse(const v1::CommandEnvelope& command, const absl::Status& status) const;
