@@ -12,6 +12,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "cqrs/v1/gateway.pb.h"
+#include "wire_writer.h"
 
 namespace cqrs {
 namespace {
@@ -29,14 +30,6 @@ using google::protobuf::io::CodedOutputStream;
 // bookkeeping.
 std::size_t CostOf(const EventRecord& record) {
   return record.envelope().size() + record.channel().size() + 160;
-}
-
-// Appends a varint field (wire type 0) to serialized message bytes.
-void AppendVarintField(std::string& out, std::uint32_t field, std::uint64_t value) {
-  std::uint8_t bytes[16];
-  std::uint8_t* end = CodedOutputStream::WriteVarint32ToArray(field << 3, bytes);
-  end = CodedOutputStream::WriteVarint64ToArray(value, end);
-  out.append(reinterpret_cast<const char*>(bytes), static_cast<std::size_t>(end - bytes));
 }
 
 bool PayloadTypeIsLinked(const google::protobuf::Any& payload) {
@@ -90,8 +83,15 @@ EventRecord::EventRecord(Unsealed, std::string channel, std::string envelope)
 
 void EventRecord::Seal(std::uint64_t offset, std::uint64_t epoch) {
   offset_ = offset;
-  AppendVarintField(envelope_, v1::EventEnvelope::kOffsetFieldNumber, offset);
-  AppendVarintField(envelope_, v1::EventEnvelope::kEpochFieldNumber, epoch);
+  // Both fields in one append (into the room Emit reserved). Written even when zero, so that a
+  // record always says where it is.
+  char fields[StagedEvent::kPositionFieldsMaxBytes];
+  wire::Writer out(fields);
+  out.Tag(v1::EventEnvelope::kOffsetFieldNumber, wire::kVarint);
+  out.RawVarint(offset);
+  out.Tag(v1::EventEnvelope::kEpochFieldNumber, wire::kVarint);
+  out.RawVarint(epoch);
+  envelope_.append(fields, static_cast<std::size_t>(out.position() - fields));
   SetPrefix();
 }
 

@@ -1,5 +1,6 @@
 #include "user_handlers.h"
 
+#include <cassert>
 #include <cstdint>
 #include <cstring>
 #include <new>
@@ -90,6 +91,8 @@ struct UserDirectory::User {
   const char* bytes() const { return reinterpret_cast<const char*>(this + 1); }
 
   static UserPtr Make(absl::string_view id, absl::string_view name) {
+    // Ids and names arrive in frames (at most 2 GiB); a larger one would be a caller's bug.
+    assert(id.size() <= UINT32_MAX && name.size() <= UINT32_MAX);
     void* memory = ::operator new(sizeof(User) + id.size() + name.size());
     auto* user = new (memory)
         User{static_cast<std::uint32_t>(id.size()), static_cast<std::uint32_t>(name.size())};
