@@ -21,8 +21,11 @@
 #include <vector>
 
 #include "cqrs/net/frame_codec.h"
+#include "fuzz_util.h"
 
 namespace {
+
+using cqrs::fuzz::Deterministic;
 
 using cqrs::net::DecodeResult;
 using cqrs::net::FrameDecoder;
@@ -52,16 +55,6 @@ void CheckRoundTrip(const cqrs::v1::Frame& frame) {
   Check(google::protobuf::util::MessageDifferencer::Equals(frame, again),
         "re-encoded frame decodes to the same message");
   Check(decoder.buffered() == 0, "re-encoded frame leaves no bytes behind");
-}
-
-std::string Deterministic(const cqrs::v1::Frame& frame) {
-  std::string bytes;
-  google::protobuf::io::StringOutputStream stream(&bytes);
-  google::protobuf::io::CodedOutputStream coded(&stream);
-  coded.SetSerializationDeterministic(true);
-  frame.SerializeToCodedStream(&coded);
-  coded.Trim();
-  return bytes;
 }
 
 // Property 4: decodes the whole stream through the reusing path.

@@ -38,8 +38,11 @@
 
 #include "cqrs/net/gateway_protocol.h"
 #include "cqrs/net/websocket_codec.h"
+#include "fuzz_util.h"
 
 namespace {
+
+using cqrs::fuzz::Deterministic;
 
 using cqrs::net::WireFormat;
 using cqrs::net::ws::Decoder;
@@ -62,16 +65,6 @@ struct Outcome {
   std::uint16_t code = 0;
   bool operator==(const Outcome&) const = default;
 };
-
-std::string Deterministic(const cqrs::v1::ClientMessage& message) {
-  std::string bytes;
-  google::protobuf::io::StringOutputStream stream(&bytes);
-  google::protobuf::io::CodedOutputStream coded(&stream);
-  coded.SetSerializationDeterministic(true);
-  message.SerializeToCodedStream(&coded);
-  coded.Trim();
-  return bytes;
-}
 
 // Property 4 for one message payload, in `format`.
 void CheckClientMessage(WireFormat format, absl::string_view payload) {

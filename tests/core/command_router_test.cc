@@ -144,6 +144,20 @@ Envelope Dispatch(const CommandRouter& router, const v1::CommandEnvelope& comman
   return response;
 }
 
+// Dispatches `command` with its own arena and `scratch`, as a server session's runner does.
+Envelope DispatchWithScratch(const CommandRouter& router, const v1::CommandEnvelope& command,
+                             CommandScratch& scratch) {
+  asio::io_context io;
+  Envelope response;
+  cqrs::testing::Run(io, [&]() -> Awaitable<void> {
+    google::protobuf::Arena arena;
+    CommandContext ctx(command, &arena, &router.service());
+    ctx.set_scratch(&scratch);
+    co_await router.Dispatch(ctx, response);
+  }());
+  return response;
+}
+
 // A handler that emits one UserCreated and answers with the user id.
 CreateUserResult CreateAndEmit(const CreateUser& command, CommandContext& ctx) {
   UserCreated created;
@@ -448,15 +462,7 @@ TEST_F(CommandRouterTest, ScratchReusesOnePayloadMessageAndNothingCarriesOver) {
                   .ok());
   CommandScratch scratch;
   const auto dispatch = [&](const v1::CommandEnvelope& command) {
-    asio::io_context io;
-    Envelope response;
-    cqrs::testing::Run(io, [&]() -> Awaitable<void> {
-      google::protobuf::Arena arena;
-      CommandContext ctx(command, &arena, &router_.service());
-      ctx.set_scratch(&scratch);
-      co_await router_.Dispatch(ctx, response);
-    }());
-    return response.status();
+    return DispatchWithScratch(router_, command, scratch).status();
   };
 
   EXPECT_EQ(dispatch(MakeCommand("c1", NewUser("alice-with-a-long-name", "user-0123456789abcdef"))),
@@ -560,15 +566,7 @@ TEST_F(CommandRouterTest, ScratchLeavesTypesWithRepeatedFieldsToTheArena) {
                   .ok());
   CommandScratch scratch;
   const auto dispatch = [&](const v1::CommandEnvelope& command) {
-    asio::io_context io;
-    Envelope response;
-    cqrs::testing::Run(io, [&]() -> Awaitable<void> {
-      google::protobuf::Arena arena;
-      CommandContext ctx(command, &arena, &router_.service());
-      ctx.set_scratch(&scratch);
-      co_await router_.Dispatch(ctx, response);
-    }());
-    return response.status();
+    return DispatchWithScratch(router_, command, scratch).status();
   };
   v1::CommandResponseEnvelope repeated;
   repeated.add_event_offsets(1);
