@@ -88,7 +88,7 @@ struct CommandSession::Slot {
   v1::Frame frame;
   v1::CommandEnvelope reused;
   CommandScratch scratch;
-  // The command being run: `reused` or frame->command(). Set from decoding until Reset.
+  // The command being run: `reused` or frame.command(). Set from decoding until Reset.
   const v1::CommandEnvelope* command = nullptr;
   std::size_t frame_bytes = 0;  // Of the frame last decoded into this slot.
   CommandProcessor::Admission admission;

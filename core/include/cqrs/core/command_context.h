@@ -149,6 +149,7 @@ class CommandContext {
   void DiscardStagedEvents() { staged_.clear(); }
 
   // Scratch arena that lives as long as the command: messages created on it need no delete.
+  // (With a CommandScratch set, the first call marks the arena for a reset after the command.)
   google::protobuf::Arena* arena() const {
     if (scratch_ != nullptr) scratch_->arena_touched_ = true;
     return arena_;
@@ -167,7 +168,7 @@ class CommandContext {
   // Keeps a staged event (in the scratch, or on the arena) and lists it.
   StagedEvent* Keep(StagedEvent event);
   std::string principal_;
-  absl::InlinedVector<StagedEvent*, 2> staged_;  // On the arena.
+  absl::InlinedVector<StagedEvent*, 2> staged_;  // In the scratch, or on the arena.
 };
 
 }  // namespace cqrs
