@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "cqrs/core/any_util.h"
 #include "cqrs/core/time_util.h"
-#include "wire_writer.h"
+#include "cqrs/core/wire_writer.h"
 
 namespace cqrs {
 

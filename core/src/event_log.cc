@@ -11,8 +11,8 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "cqrs/core/wire_writer.h"
 #include "cqrs/v1/gateway.pb.h"
-#include "wire_writer.h"
 
 namespace cqrs {
 namespace {

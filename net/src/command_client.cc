@@ -1,4 +1,5 @@
 #include "cqrs/net/command_client.h"
+#include "command_encode.h"
 
 #include <algorithm>
 #include <map>
@@ -454,21 +455,52 @@ CommandClientStats CommandClient::stats() const {
   return {.connects = impl_->connects, .resent = impl_->resent, .pending = impl_->pending.size()};
 }
 
+struct CommandClient::Outgoing {
+  std::string id;
+  std::string bytes;  // The serialized CommandEnvelope.
+};
+
 Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Send(
     const google::protobuf::Message& command, SendOptions options) {
-  v1::CommandEnvelope envelope;
-  envelope.set_id(options.id.empty() ? RandomUuid(impl_->random) : std::move(options.id));
-  envelope.set_subject(std::move(options.subject));
-  envelope.set_type(command.GetDescriptor()->full_name());
-  envelope.mutable_payload()->PackFrom(command);
-  envelope.set_service_id(impl_->options.client_name);
-  envelope.set_correlation_id(std::move(options.correlation_id));
-  envelope.set_causation_id(std::move(options.causation_id));
-  envelope.set_transaction_id(std::move(options.transaction_id));
-  for (auto& [key, value] : options.metadata) {
-    (*envelope.mutable_metadata())[std::move(key)] = std::move(value);
+  if (!options.metadata.empty()) {
+    // Rare: the map goes through the envelope message.
+    v1::CommandEnvelope envelope;
+    envelope.set_id(options.id.empty() ? RandomUuid(impl_->random) : std::move(options.id));
+    envelope.set_subject(std::move(options.subject));
+    envelope.set_type(command.GetDescriptor()->full_name());
+    envelope.mutable_payload()->PackFrom(command);
+    envelope.set_service_id(impl_->options.client_name);
+    envelope.set_correlation_id(std::move(options.correlation_id));
+    envelope.set_causation_id(std::move(options.causation_id));
+    envelope.set_transaction_id(std::move(options.transaction_id));
+    for (auto& [key, value] : options.metadata) {
+      (*envelope.mutable_metadata())[std::move(key)] = std::move(value);
+    }
+    return SendEnvelope(std::move(envelope), options.timeout);
   }
-  return SendEnvelope(std::move(envelope), options.timeout);
+  // The envelope is written straight to bytes: the same bytes as above, without the message.
+  // Not a coroutine: the command is encoded now, so the caller's `command` need not outlive
+  // the awaitable; the coroutine below takes only trivially destructible parameters (GCC 12
+  // miscompiles the destruction of some by-value coroutine parameters).
+  const std::chrono::milliseconds wait = options.timeout.value_or(impl_->options.default_timeout);
+  auto outgoing = std::make_unique<Outgoing>();
+  outgoing->id = options.id.empty() ? RandomUuid(impl_->random) : std::move(options.id);
+  const absl::Time now = Now();
+  internal::CommandFields fields{.id = outgoing->id,
+                                 .timestamp = ToTimestampParts(now),
+                                 .service_id = impl_->options.client_name,
+                                 .transaction_id = options.transaction_id,
+                                 .type = command.GetDescriptor()->full_name(),
+                                 .subject = options.subject,
+                                 .payload = &command,
+                                 .correlation_id = options.correlation_id,
+                                 .causation_id = options.causation_id};
+  // Timeouts beyond a year are as good as none (and send no deadline).
+  if (wait < std::chrono::hours(24 * 365)) {
+    fields.deadline = ToTimestampParts(now + absl::FromChrono(wait));
+  }
+  outgoing->bytes = internal::EncodeCommand(fields);
+  return Enqueue(impl_.get(), outgoing.release(), wait);
 }
 
 Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::SendEnvelope(
@@ -484,28 +516,38 @@ Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Transmit(
     Impl* raw_impl, v1::CommandEnvelope* raw_envelope, std::chrono::milliseconds wait) {
   std::unique_ptr<v1::CommandEnvelope> owned(raw_envelope);
   v1::CommandEnvelope& envelope = *owned;
+  if (raw_impl->closed) co_return absl::CancelledError("the command client was closed");
+  if (envelope.id().empty()) co_return absl::InvalidArgumentError("the command has no id");
+  if (!envelope.has_timestamp()) SetTimestamp(Now(), *envelope.mutable_timestamp());
+  if (wait < std::chrono::hours(24 * 365)) {
+    SetTimestamp(Now() + absl::FromChrono(wait), *envelope.mutable_deadline());
+  }
+  auto outgoing = std::make_unique<Outgoing>();
+  outgoing->id = envelope.id();
+  outgoing->bytes = envelope.SerializeAsString();
+  co_return co_await Enqueue(raw_impl, outgoing.release(), wait);
+}
+
+Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Enqueue(
+    Impl* raw_impl, Outgoing* raw_outgoing, std::chrono::milliseconds wait) {
+  std::unique_ptr<Outgoing> owned(raw_outgoing);
+  std::string& id = owned->id;
+  std::string& bytes = owned->bytes;
   std::shared_ptr<Impl> impl = raw_impl->shared_from_this();
   if (impl->closed) co_return absl::CancelledError("the command client was closed");
-  if (envelope.id().empty()) co_return absl::InvalidArgumentError("the command has no id");
-  if (impl->pending.contains(envelope.id())) {
+  if (impl->pending.contains(id)) {
     co_return absl::InvalidArgumentError(
-        absl::StrCat("a command with id ", envelope.id(), " is already pending"));
+        absl::StrCat("a command with id ", id, " is already pending"));
   }
   if (impl->pending.size() >= impl->options.max_pending) {
     co_return absl::ResourceExhaustedError(
         absl::StrCat("max_pending=", impl->options.max_pending, " commands are already waiting"));
   }
-  if (!envelope.has_timestamp()) SetTimestamp(Now(), *envelope.mutable_timestamp());
-  if (wait < std::chrono::hours(24 * 365)) {
-    SetTimestamp(Now() + absl::FromChrono(wait), *envelope.mutable_deadline());
-  }
-  std::string bytes = envelope.SerializeAsString();
   if (bytes.size() + 16 > impl->options.max_frame_bytes) {
     co_return absl::InvalidArgumentError(
         absl::StrCat("the command of ", bytes.size(),
                      " bytes exceeds max_frame_bytes=", impl->options.max_frame_bytes));
   }
-  const std::string id = envelope.id();
   // The initiation captures only references and raw pointers: GCC 12 may destroy temporaries of
   // a co_await expression twice, which would corrupt a captured shared_ptr's count.
   Impl* const raw = impl.get();

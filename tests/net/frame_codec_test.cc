@@ -9,7 +9,9 @@
 #include <iterator>
 #include <set>
 
+#include "command_encode.h"
 #include "command_parse.h"
+#include "cqrs/v1/event.pb.h"
 #include "testing/frames.h"
 
 namespace cqrs::net {
@@ -431,6 +433,68 @@ TEST(FrameDecoder, ReusingNextLeavesOtherFramesToTheFrame) {
     } else {
       EXPECT_TRUE(MessageDifferencer::Equals(frame, want));
     }
+  }
+}
+
+// --- The client's command encoder --------------------------------------------------------
+
+TEST(EncodeCommand, WritesWhatProtobufWritesForTheSameEnvelope) {
+  v1::StreamInfo payload;
+  payload.set_entity_type("User");
+  payload.set_id("user-0123456789abcdef0123456789abcdef");
+  const v1::Ping empty_payload;  // Packs to an Any without a value.
+  struct Case {
+    std::string name;
+    internal::CommandFields fields;
+  };
+  const std::string long_subject(300, 's');  // Two-byte lengths.
+  std::vector<Case> cases;
+  cases.push_back({"every field",
+                   {.id = "00000000-0000-4000-8000-000000000001",
+                    .timestamp = {1'700'000'000, 123'456'789},
+                    .service_id = "client",
+                    .transaction_id = "tx",
+                    .type = "cqrs.v1.StreamInfo",
+                    .subject = "user-1",
+                    .payload = &payload,
+                    .deadline = TimestampParts{1'700'000'010, 5},
+                    .correlation_id = "corr",
+                    .causation_id = "cause"}});
+  cases.push_back(
+      {"no deadline, empty strings",
+       {.id = "x", .timestamp = {1, 0}, .type = "cqrs.v1.StreamInfo", .payload = &payload}});
+  cases.push_back({"empty payload, zero timestamps, unicode",
+                   {.id = "ид",
+                    .timestamp = {0, 0},
+                    .service_id = "клиент",
+                    .type = "cqrs.v1.Ping",
+                    .subject = long_subject,
+                    .payload = &empty_payload,
+                    .deadline = TimestampParts{0, 0}}});
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const internal::CommandFields& f = c.fields;
+    v1::CommandEnvelope want;  // As Send builds it through the message.
+    want.set_id(std::string(f.id));
+    want.mutable_timestamp()->set_seconds(f.timestamp.seconds);
+    want.mutable_timestamp()->set_nanos(f.timestamp.nanos);
+    want.set_service_id(std::string(f.service_id));
+    want.set_transaction_id(std::string(f.transaction_id));
+    want.set_type(std::string(f.type));
+    want.set_subject(std::string(f.subject));
+    want.mutable_payload()->PackFrom(*f.payload);
+    if (f.deadline) {
+      want.mutable_deadline()->set_seconds(f.deadline->seconds);
+      want.mutable_deadline()->set_nanos(f.deadline->nanos);
+    }
+    want.set_correlation_id(std::string(f.correlation_id));
+    want.set_causation_id(std::string(f.causation_id));
+    const std::string bytes = internal::EncodeCommand(f);
+    EXPECT_EQ(bytes, want.SerializeAsString());
+    v1::CommandEnvelope parsed;
+    ASSERT_TRUE(parsed.ParseFromString(bytes));
+    EXPECT_TRUE(MessageDifferencer::Equals(parsed, want));
+    EXPECT_EQ(parsed.has_deadline(), f.deadline.has_value());
   }
 }
 

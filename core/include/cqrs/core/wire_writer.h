@@ -1,8 +1,9 @@
-// File: core/src/wire_writer.h (private to cqrs::core)
+// File: cqrs/core/wire_writer.h
 //
 // Writes protobuf wire format by hand, for messages the hot path encodes from string views
 // without building the message object first (each string field of a message would be a heap
-// string in protobuf 3.21, arena or not). Sizes first, then one buffer, then the bytes:
+// string in protobuf 3.21, arena or not): events and responses on the server, commands in the
+// client. Sizes first, then one buffer, then the bytes:
 //
 //   std::size_t size = wire::StringField(1, id) + wire::VarintField(5, version);
 //   std::string out(size, '\0');
@@ -13,8 +14,8 @@
 // Empty strings and zero numbers are left out, as proto3 does; nested messages are written
 // whenever the caller writes them (as protobuf does for a set message field, even if empty).
 
-#ifndef CQRS_CORE_SRC_WIRE_WRITER_H_
-#define CQRS_CORE_SRC_WIRE_WRITER_H_
+#ifndef CQRS_CORE_WIRE_WRITER_H_
+#define CQRS_CORE_WIRE_WRITER_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -107,4 +108,4 @@ class Writer {
 
 }  // namespace cqrs::wire
 
-#endif  // CQRS_CORE_SRC_WIRE_WRITER_H_
+#endif  // CQRS_CORE_WIRE_WRITER_H_
