@@ -1,5 +1,4 @@
 #include "cqrs/net/command_client.h"
-#include "command_encode.h"
 
 #include <algorithm>
 #include <map>
@@ -22,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "command_encode.h"
 #include "cqrs/core/log.h"
 #include "cqrs/core/time_util.h"
 #include "socket_util.h"
