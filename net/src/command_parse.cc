@@ -1,5 +1,6 @@
 #include "command_parse.h"
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -139,6 +140,38 @@ bool ParseAny(Reader in, google::protobuf::Any& any) {
   return true;
 }
 
+// The envelope's string fields, by field number (the other entries are empty): one table for
+// parsing, for clearing the fields a command did not send, and for counting retained capacity.
+using Envelope = v1::CommandEnvelope;
+struct StringField {
+  std::string* (Envelope::*mutable_value)() = nullptr;
+  const std::string& (Envelope::*value)() const = nullptr;
+  void (Envelope::*clear)() = nullptr;
+};
+constexpr std::array<StringField, 16> StringFields() {
+  std::array<StringField, 16> fields{};
+  fields[Envelope::kIdFieldNumber] = {&Envelope::mutable_id, &Envelope::id, &Envelope::clear_id};
+  fields[Envelope::kServiceIdFieldNumber] = {&Envelope::mutable_service_id, &Envelope::service_id,
+                                             &Envelope::clear_service_id};
+  fields[Envelope::kServiceInstanceIdFieldNumber] = {&Envelope::mutable_service_instance_id,
+                                                     &Envelope::service_instance_id,
+                                                     &Envelope::clear_service_instance_id};
+  fields[Envelope::kTransactionIdFieldNumber] = {&Envelope::mutable_transaction_id,
+                                                 &Envelope::transaction_id,
+                                                 &Envelope::clear_transaction_id};
+  fields[Envelope::kTypeFieldNumber] = {&Envelope::mutable_type, &Envelope::type,
+                                        &Envelope::clear_type};
+  fields[Envelope::kSubjectFieldNumber] = {&Envelope::mutable_subject, &Envelope::subject,
+                                           &Envelope::clear_subject};
+  fields[Envelope::kCorrelationIdFieldNumber] = {&Envelope::mutable_correlation_id,
+                                                 &Envelope::correlation_id,
+                                                 &Envelope::clear_correlation_id};
+  fields[Envelope::kCausationIdFieldNumber] = {
+      &Envelope::mutable_causation_id, &Envelope::causation_id, &Envelope::clear_causation_id};
+  return fields;
+}
+constexpr std::array<StringField, 16> kStringFields = StringFields();
+
 }  // namespace
 
 bool ParseCommandReusing(std::span<const std::byte> bytes, v1::CommandEnvelope& command) noexcept {
@@ -166,31 +199,11 @@ bool ParseCommandReusing(std::span<const std::byte> bytes, v1::CommandEnvelope& 
     const std::uint32_t bit = std::uint32_t{1} << field;
     const bool again = (seen & bit) != 0;
     seen |= bit;
+    if (const StringField& string = kStringFields[field]; string.mutable_value != nullptr) {
+      if (!AssignUtf8(*(command.*string.mutable_value)(), begin, end)) return false;
+      continue;
+    }
     switch (field) {
-      case Fields::kIdFieldNumber:
-        if (!AssignUtf8(*command.mutable_id(), begin, end)) return false;
-        break;
-      case Fields::kServiceIdFieldNumber:
-        if (!AssignUtf8(*command.mutable_service_id(), begin, end)) return false;
-        break;
-      case Fields::kServiceInstanceIdFieldNumber:
-        if (!AssignUtf8(*command.mutable_service_instance_id(), begin, end)) return false;
-        break;
-      case Fields::kTransactionIdFieldNumber:
-        if (!AssignUtf8(*command.mutable_transaction_id(), begin, end)) return false;
-        break;
-      case Fields::kTypeFieldNumber:
-        if (!AssignUtf8(*command.mutable_type(), begin, end)) return false;
-        break;
-      case Fields::kSubjectFieldNumber:
-        if (!AssignUtf8(*command.mutable_subject(), begin, end)) return false;
-        break;
-      case Fields::kCorrelationIdFieldNumber:
-        if (!AssignUtf8(*command.mutable_correlation_id(), begin, end)) return false;
-        break;
-      case Fields::kCausationIdFieldNumber:
-        if (!AssignUtf8(*command.mutable_causation_id(), begin, end)) return false;
-        break;
       case Fields::kTimestampFieldNumber:
         if (again || !ParseTimestamp(Reader(begin, end), *command.mutable_timestamp())) {
           return false;
@@ -209,14 +222,11 @@ bool ParseCommandReusing(std::span<const std::byte> bytes, v1::CommandEnvelope& 
     }
   }
   const auto unseen = [seen](int field) { return (seen & (std::uint32_t{1} << field)) == 0; };
-  if (unseen(Fields::kIdFieldNumber)) command.clear_id();
-  if (unseen(Fields::kServiceIdFieldNumber)) command.clear_service_id();
-  if (unseen(Fields::kServiceInstanceIdFieldNumber)) command.clear_service_instance_id();
-  if (unseen(Fields::kTransactionIdFieldNumber)) command.clear_transaction_id();
-  if (unseen(Fields::kTypeFieldNumber)) command.clear_type();
-  if (unseen(Fields::kSubjectFieldNumber)) command.clear_subject();
-  if (unseen(Fields::kCorrelationIdFieldNumber)) command.clear_correlation_id();
-  if (unseen(Fields::kCausationIdFieldNumber)) command.clear_causation_id();
+  for (std::size_t field = 0; field < kStringFields.size(); ++field) {
+    if (kStringFields[field].clear != nullptr && unseen(static_cast<int>(field))) {
+      (command.*kStringFields[field].clear)();
+    }
+  }
   if (unseen(Fields::kTimestampFieldNumber)) command.clear_timestamp();
   if (unseen(Fields::kDeadlineFieldNumber)) command.clear_deadline();
   if (unseen(Fields::kPayloadFieldNumber)) command.clear_payload();
@@ -225,11 +235,10 @@ bool ParseCommandReusing(std::span<const std::byte> bytes, v1::CommandEnvelope& 
 }
 
 std::size_t RetainedBytes(const v1::CommandEnvelope& command) noexcept {
-  std::size_t bytes = command.id().capacity() + command.service_id().capacity() +
-                      command.service_instance_id().capacity() +
-                      command.transaction_id().capacity() + command.type().capacity() +
-                      command.subject().capacity() + command.correlation_id().capacity() +
-                      command.causation_id().capacity();
+  std::size_t bytes = 0;
+  for (const StringField& string : kStringFields) {
+    if (string.value != nullptr) bytes += (command.*string.value)().capacity();
+  }
   if (command.has_payload()) {
     bytes += command.payload().type_url().capacity() + command.payload().value().capacity();
   }
