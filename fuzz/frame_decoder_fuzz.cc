@@ -10,6 +10,8 @@
 //      the run uses -malloc_limit_mb, so allocating the announced length would abort;
 //   4. the reusing decoder (Next(frame, command, is_command), one command message reused across
 //      the input's frames, as a server session does) yields exactly the one-shot results.
+//   5. the client's response decoder (Next(frame, response, is_response), one response message
+//      across the input's frames, as a client does) yields exactly the one-shot results.
 
 #include <google/protobuf/stubs/logging.h>
 #include <google/protobuf/util/message_differencer.h>
@@ -81,6 +83,32 @@ void DrainReusing(FrameDecoder& decoder, std::vector<Outcome>& out) {
   }
 }
 
+// Property 5: decodes the whole stream through the response path.
+void DrainResponses(FrameDecoder& decoder, std::vector<Outcome>& out) {
+  cqrs::v1::CommandResponseEnvelope response;  // Kept across frames, as the client keeps it.
+  for (;;) {
+    cqrs::v1::Frame frame;
+    bool is_response = false;
+    const DecodeResult result = decoder.Next(frame, response, is_response);
+    if (result == DecodeResult::kNeedMore) return;
+    Outcome outcome{result, {}};
+    if (result == DecodeResult::kFrame) {
+      if (is_response) {
+        Check(frame.kind_case() == cqrs::v1::Frame::KIND_NOT_SET,
+              "a parsed response leaves the frame untouched");
+        *frame.mutable_response() = response;
+      } else {
+        Check(response.ByteSizeLong() == 0, "a frame for protobuf leaves the response empty");
+      }
+      outcome.bytes = Deterministic(frame);
+    } else {
+      Check(!is_response, "an error is not a response");
+    }
+    out.push_back(std::move(outcome));
+    if (decoder.failed()) return;
+  }
+}
+
 void Drain(FrameDecoder& decoder, std::vector<Outcome>& out, bool round_trip) {
   for (;;) {
     cqrs::v1::Frame frame;
@@ -133,6 +161,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (std::size_t i = 0; i < whole.size(); ++i) {
     Check(whole[i].result == reusing[i].result, "the reusing decoder yields the same results");
     Check(whole[i].bytes == reusing[i].bytes, "the reusing decoder yields the same frames");
+  }
+
+  std::vector<Outcome> responses;
+  FrameDecoder response_decoder(kLimits);
+  response_decoder.Feed({stream, length});
+  DrainResponses(response_decoder, responses);
+  Check(whole.size() == responses.size(), "the response decoder yields as many results");
+  for (std::size_t i = 0; i < whole.size(); ++i) {
+    Check(whole[i].result == responses[i].result, "the response decoder yields the same results");
+    Check(whole[i].bytes == responses[i].bytes, "the response decoder yields the same frames");
   }
 
   std::vector<Outcome> split;

@@ -1,7 +1,6 @@
 #include "cqrs/net/command_client.h"
 
 #include <algorithm>
-#include <map>
 #include <optional>
 #include <random>
 
@@ -17,6 +16,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -45,16 +45,32 @@ std::string RandomUuid(std::mt19937_64& random) {
 
 }  // namespace
 
+// A command from Send to its answer: made once by Send, then owned by the pending table, which
+// is keyed by a view of `id` (no copy of the id per command).
+struct CommandClient::Pending {
+  std::string id;
+  std::string bytes;  // The serialized CommandEnvelope.
+  std::uint64_t seq = 0;
+  Clock::time_point deadline;
+  // Optional, to be emplaced: Asio 1.26's any_completion_handler move assignment recurses.
+  std::optional<Handler> handler;
+  bool sent = false;  // On the current connection.
+  bool ever_sent = false;
+};
+
 struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
-  struct Pending {
-    std::string bytes;  // The serialized CommandEnvelope.
-    std::uint64_t seq = 0;
-    std::multimap<Clock::time_point, std::string>::iterator deadline;
-    // Optional, to be emplaced: Asio 1.26's any_completion_handler move assignment recurses.
-    std::optional<Handler> handler;
-    bool sent = false;  // On the current connection.
-    bool ever_sent = false;
+  // Pending commands by deadline (then by age). An entry is here exactly while its command is
+  // pending, so holding its key (not the pointer) is how a cancellation handler tells whether
+  // its command is still pending.
+  struct Due {
+    Clock::time_point when;
+    std::uint64_t seq;
+    Pending* pending;
+    bool operator<(const Due& other) const {
+      return when != other.when ? when < other.when : seq < other.seq;
+    }
   };
+  using PendingTable = absl::flat_hash_map<absl::string_view, std::unique_ptr<Pending>>;
 
   Impl(asio::any_io_executor executor, CommandClientOptions opts)
       : ex(std::move(executor)),
@@ -75,10 +91,10 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
   // Completes a Send. `now`: resume the sender right here (the reader delivering a response
   // does so: one trip through the event loop less per command); otherwise the completion is
   // posted, e.g. when failing many commands while iterating `pending`.
-  void Complete(absl::flat_hash_map<std::string, Pending>::iterator it, Result result,
-                bool now = false) {
-    std::optional<Handler> handler = std::move(it->second.handler);
-    deadlines.erase(it->second.deadline);
+  void Complete(PendingTable::iterator it, Result result, bool now = false) {
+    Pending& p = *it->second;
+    std::optional<Handler> handler = std::move(p.handler);
+    deadlines.erase(Due{p.deadline, p.seq, &p});
     pending.erase(it);
     if (!handler || !*handler) return;
     asio::get_associated_cancellation_slot(*handler).clear();
@@ -100,7 +116,7 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     if (it == pending.end()) return;  // Cancelled or timed out meanwhile.
     if (draining && response.status() == v1::CommandResponseEnvelope::UNAVAILABLE) {
       // Refused by a server that is going away: not run; re-send after reconnecting.
-      it->second.sent = false;
+      it->second->sent = false;
       return;
     }
     Complete(it, std::move(response), /*now=*/true);
@@ -180,7 +196,7 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
   void TransmitUnsent() {
     std::vector<Pending*> unsent;
     for (auto& [id, p] : pending) {
-      if (!p.sent) unsent.push_back(&p);
+      if (!p->sent) unsent.push_back(p.get());
     }
     std::sort(unsent.begin(), unsent.end(),
               [](const Pending* a, const Pending* b) { return a->seq < b->seq; });
@@ -321,19 +337,27 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     out.Clear();
     TransmitUnsent();
     v1::Frame frame;
+    // Responses are parsed straight into this message (by the decoder's response parser) and
+    // moved on to their senders: what is left behind is empty, ready for the next one.
+    v1::CommandResponseEnvelope response;
     bool alive = true;
     while (alive && !closed) {
       // Senders resumed by these responses send their next commands at once; they leave in one
       // write after the batch.
       ++held;
       for (;;) {
-        const DecodeResult result = decoder.Next(frame);
+        bool is_response = false;
+        const DecodeResult result = decoder.Next(frame, response, is_response);
         if (result == DecodeResult::kNeedMore) break;
         if (result != DecodeResult::kFrame) {
           Log(LogLevel::kWarning, absl::StrCat("command client: bad frame from ", Endpoint(), ": ",
                                                decoder.error().message()));
           alive = false;
           break;
+        }
+        if (is_response) {
+          OnResponse(response);
+          continue;
         }
         alive = OnFrame(frame);
         if (!alive) break;
@@ -350,7 +374,7 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     connected = false;
     boost::system::error_code ignored;
     socket.close(ignored);
-    for (auto& [id, p] : pending) p.sent = false;
+    for (auto& [id, p] : pending) p->sent = false;
   }
 
   bool OnFrame(v1::Frame& frame) {
@@ -384,11 +408,11 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
     auto self = shared_from_this();
     while (!self->closed) {
       self->deadline_timer.expires_at(self->deadlines.empty() ? Clock::time_point::max()
-                                                              : self->deadlines.begin()->first);
+                                                              : self->deadlines.begin()->when);
       co_await self->deadline_timer.async_wait(kUse);
       const auto now = Clock::now();
-      while (!self->deadlines.empty() && self->deadlines.begin()->first <= now) {
-        const auto it = self->pending.find(self->deadlines.begin()->second);
+      while (!self->deadlines.empty() && self->deadlines.begin()->when <= now) {
+        const auto it = self->pending.find(self->deadlines.begin()->pending->id);
         self->Complete(
             it, self->connected
                     ? absl::DeadlineExceededError("no response before the deadline")
@@ -417,8 +441,8 @@ struct CommandClient::Impl : std::enable_shared_from_this<Impl> {
   asio::steady_timer deadline_timer;
   asio::steady_timer backoff_timer;
   std::mt19937_64 random;
-  absl::flat_hash_map<std::string, Pending> pending;
-  std::multimap<Clock::time_point, std::string> deadlines;
+  PendingTable pending;
+  absl::btree_set<Due> deadlines;
   std::uint64_t next_seq = 0;
   std::uint64_t connection = 0;
   std::uint64_t connects = 0;
@@ -455,11 +479,6 @@ CommandClientStats CommandClient::stats() const {
   return {.connects = impl_->connects, .resent = impl_->resent, .pending = impl_->pending.size()};
 }
 
-struct CommandClient::Outgoing {
-  std::string id;
-  std::string bytes;  // The serialized CommandEnvelope.
-};
-
 Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Send(
     const google::protobuf::Message& command, SendOptions options) {
   if (!options.metadata.empty()) {
@@ -483,7 +502,7 @@ Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Send(
   // the awaitable; the coroutine below takes only trivially destructible parameters (GCC 12
   // miscompiles the destruction of some by-value coroutine parameters).
   const std::chrono::milliseconds wait = options.timeout.value_or(impl_->options.default_timeout);
-  auto outgoing = std::make_unique<Outgoing>();
+  auto outgoing = std::make_unique<Pending>();
   outgoing->id = options.id.empty() ? RandomUuid(impl_->random) : std::move(options.id);
   const absl::Time now = Now();
   internal::CommandFields fields{.id = outgoing->id,
@@ -522,60 +541,59 @@ Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Transmit(
   if (wait < std::chrono::hours(24 * 365)) {
     SetTimestamp(Now() + absl::FromChrono(wait), *envelope.mutable_deadline());
   }
-  auto outgoing = std::make_unique<Outgoing>();
+  auto outgoing = std::make_unique<Pending>();
   outgoing->id = envelope.id();
   outgoing->bytes = envelope.SerializeAsString();
   co_return co_await Enqueue(raw_impl, outgoing.release(), wait);
 }
 
 Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> CommandClient::Enqueue(
-    Impl* raw_impl, Outgoing* raw_outgoing, std::chrono::milliseconds wait) {
-  std::unique_ptr<Outgoing> owned(raw_outgoing);
-  std::string& id = owned->id;
-  std::string& bytes = owned->bytes;
+    Impl* raw_impl, Pending* raw_pending, std::chrono::milliseconds wait) {
+  std::unique_ptr<Pending> owned(raw_pending);
   std::shared_ptr<Impl> impl = raw_impl->shared_from_this();
   if (impl->closed) co_return absl::CancelledError("the command client was closed");
-  if (impl->pending.contains(id)) {
+  if (impl->pending.contains(owned->id)) {
     co_return absl::InvalidArgumentError(
-        absl::StrCat("a command with id ", id, " is already pending"));
+        absl::StrCat("a command with id ", owned->id, " is already pending"));
   }
   if (impl->pending.size() >= impl->options.max_pending) {
     co_return absl::ResourceExhaustedError(
         absl::StrCat("max_pending=", impl->options.max_pending, " commands are already waiting"));
   }
-  if (bytes.size() + 16 > impl->options.max_frame_bytes) {
+  if (owned->bytes.size() + 16 > impl->options.max_frame_bytes) {
     co_return absl::InvalidArgumentError(
-        absl::StrCat("the command of ", bytes.size(),
+        absl::StrCat("the command of ", owned->bytes.size(),
                      " bytes exceeds max_frame_bytes=", impl->options.max_frame_bytes));
   }
   // The initiation captures only references and raw pointers: GCC 12 may destroy temporaries of
   // a co_await expression twice, which would corrupt a captured shared_ptr's count.
   Impl* const raw = impl.get();
   co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(Result)>(
-      [raw, &id, &bytes, &wait](auto handler) {
+      [raw, &owned, &wait](auto handler) {
         Impl* const impl = raw;
+        Pending& p = *owned;
         // Timeouts beyond a year are as good as none (and cannot overflow the clock).
-        const auto deadline =
+        p.deadline =
             wait < std::chrono::hours(24 * 365) ? Clock::now() + wait : Clock::time_point::max();
-        Impl::Pending& p = impl->pending[id];
-        p.bytes = std::move(bytes);
         p.seq = impl->next_seq++;
-        p.deadline = impl->deadlines.emplace(deadline, id);
         p.handler.emplace(std::move(handler));
+        const Impl::Due due{p.deadline, p.seq, &p};
+        impl->pending.emplace(absl::string_view(p.id), std::move(owned));
+        impl->deadlines.insert(due);
         // The handler's own slot (any_completion_handler forwards the caller's cancellation to
-        // it), so that nothing is left installed on the caller's slot after completion.
+        // it), so that nothing is left installed on the caller's slot after completion. The
+        // command is still pending exactly while its deadline entry is there.
         auto slot = asio::get_associated_cancellation_slot(*p.handler);
         if (slot.is_connected()) {
-          slot.assign([weak = impl->weak_from_this(), id](asio::cancellation_type) {
+          slot.assign([weak = impl->weak_from_this(), due](asio::cancellation_type) {
             auto impl = weak.lock();
-            if (!impl) return;
-            if (auto it = impl->pending.find(id); it != impl->pending.end()) {
-              impl->Complete(it, absl::CancelledError("the Send was cancelled"));
-            }
+            if (!impl || !impl->deadlines.contains(due)) return;
+            impl->Complete(impl->pending.find(due.pending->id),
+                           absl::CancelledError("the Send was cancelled"));
           });
         }
         if (impl->connected && !impl->draining) impl->Transmit(p);
-        impl->ArmDeadline(deadline);
+        impl->ArmDeadline(p.deadline);
       },
       asio::use_awaitable);
 }

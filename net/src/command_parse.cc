@@ -234,6 +234,84 @@ bool ParseCommandReusing(std::span<const std::byte> bytes, v1::CommandEnvelope& 
   return true;
 }
 
+bool ParseResponse(std::span<const std::byte> bytes,
+                   v1::CommandResponseEnvelope& response) noexcept {
+  using Fields = v1::CommandResponseEnvelope;
+  const auto* data = reinterpret_cast<const std::uint8_t*>(bytes.data());
+  Reader in(data, data + bytes.size());
+  bool timestamp = false;
+  bool payload = false;
+  while (!in.done()) {
+    std::uint8_t tag;
+    if (!in.Tag(tag)) return false;
+    const int field = tag >> 3;
+    std::uint64_t value;
+    const std::uint8_t* begin;
+    const std::uint8_t* end;
+    if ((tag & 7) == kVarint) {
+      if (!in.Varint(value)) return false;
+      switch (field) {
+        case Fields::kVersionFieldNumber:
+          response.set_version(static_cast<std::int32_t>(static_cast<std::uint32_t>(value)));
+          break;
+        case Fields::kStatusFieldNumber:  // An open enum: any int32 is kept.
+          response.set_status(static_cast<Fields::Status>(
+              static_cast<std::int32_t>(static_cast<std::uint32_t>(value))));
+          break;
+        case Fields::kEventOffsetsFieldNumber:  // Unpacked: one element.
+          response.add_event_offsets(value);
+          break;
+        case Fields::kEventEpochFieldNumber:
+          response.set_event_epoch(value);
+          break;
+        default:
+          return false;
+      }
+      continue;
+    }
+    if ((tag & 7) != kDelimited || !in.Delimited(begin, end)) return false;
+    switch (field) {
+      case Fields::kTransactionIdFieldNumber:
+        if (!AssignUtf8(*response.mutable_transaction_id(), begin, end)) return false;
+        break;
+      case Fields::kCommandIdFieldNumber:
+        if (!AssignUtf8(*response.mutable_command_id(), begin, end)) return false;
+        break;
+      case Fields::kServiceIdFieldNumber:
+        if (!AssignUtf8(*response.mutable_service_id(), begin, end)) return false;
+        break;
+      case Fields::kTypeFieldNumber:
+        if (!AssignUtf8(*response.mutable_type(), begin, end)) return false;
+        break;
+      case Fields::kIdFieldNumber:
+        if (!AssignUtf8(*response.mutable_id(), begin, end)) return false;
+        break;
+      case Fields::kTimestampFieldNumber:
+        // Twice: protobuf merges the two; left to it.
+        if (timestamp || !ParseTimestamp(Reader(begin, end), *response.mutable_timestamp())) {
+          return false;
+        }
+        timestamp = true;
+        break;
+      case Fields::kPayloadFieldNumber:
+        if (payload || !ParseAny(Reader(begin, end), *response.mutable_payload())) return false;
+        payload = true;
+        break;
+      case Fields::kEventOffsetsFieldNumber: {  // Packed: appended, as protobuf does.
+        Reader packed(begin, end);
+        while (!packed.done()) {
+          if (!packed.Varint(value)) return false;
+          response.add_event_offsets(value);
+        }
+        break;
+      }
+      default:  // The error (non-OK responses: rare) and unknown fields: protobuf's parse.
+        return false;
+    }
+  }
+  return true;
+}
+
 std::size_t RetainedBytes(const v1::CommandEnvelope& command) noexcept {
   std::size_t bytes = 0;
   for (const StringField& string : kStringFields) {

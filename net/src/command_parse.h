@@ -1,5 +1,8 @@
-// Private: parses a serialized cqrs.v1.CommandEnvelope into a message reused from command to
-// command, so that a connection's steady stream of commands costs no allocation to decode.
+// Private: hand-written parsers for the two messages every command puts on the wire. A server
+// parses each cqrs.v1.CommandEnvelope into a message reused from command to command (a steady
+// stream of commands costs no allocation to decode); a client parses each
+// cqrs.v1.CommandResponseEnvelope in one pass, without protobuf's generic machinery. Both take
+// only a well-formed subset and leave everything else to protobuf's own parse.
 
 #ifndef CQRS_NET_SRC_COMMAND_PARSE_H_
 #define CQRS_NET_SRC_COMMAND_PARSE_H_
@@ -20,6 +23,13 @@ namespace cqrs::net::internal {
 // protobuf, which decides whether the input is valid; `command` is left in an unspecified but
 // valid state (holding what was copied before the parser gave up).
 bool ParseCommandReusing(std::span<const std::byte> bytes, v1::CommandEnvelope& command) noexcept;
+
+// Parses `bytes` into `response`, which must be empty (new or cleared). True when `response`
+// now equals what `response.ParseFromArray(bytes)` gives. False when the input is outside the
+// subset this parser takes (an error, unknown fields, a submessage twice, an unexpected wire
+// type, invalid UTF-8, ...): the caller then clears `response` and parses with protobuf.
+bool ParseResponse(std::span<const std::byte> bytes,
+                   v1::CommandResponseEnvelope& response) noexcept;
 
 // The bytes `command`'s strings keep allocated (their capacity), for a caller that bounds what
 // a reused message may keep.

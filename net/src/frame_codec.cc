@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <optional>
 
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/wire_format_lite.h>
@@ -115,34 +116,63 @@ DecodeResult FrameDecoder::Next(v1::Frame& frame) noexcept {
   return Parse(body, frame);
 }
 
+namespace {
+
+// The body of field `tag` (length-delimited) when it is the frame's only field, as senders write
+// a command or a response: the tag, the length, then exactly that many bytes.
+std::optional<std::span<const std::byte>> SoleField(std::span<const std::byte> body,
+                                                    std::uint8_t tag) noexcept {
+  const auto* p = reinterpret_cast<const std::uint8_t*>(body.data());
+  const auto* end = p + body.size();
+  if (p == end || *p++ != tag) return std::nullopt;
+  std::uint32_t length = 0;
+  for (int shift = 0; p != end && shift < 28; shift += 7) {
+    const std::uint8_t byte = *p++;
+    length |= static_cast<std::uint32_t>(byte & 0x7f) << shift;
+    if (byte < 0x80) {
+      if (length != static_cast<std::size_t>(end - p)) return std::nullopt;
+      return std::span<const std::byte>(reinterpret_cast<const std::byte*>(p), length);
+    }
+  }
+  return std::nullopt;
+}
+
+template <int kField>
+constexpr std::uint8_t kSoleTag =
+    static_cast<std::uint8_t>(google::protobuf::internal::WireFormatLite::MakeTag(
+        kField, google::protobuf::internal::WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
+static_assert(v1::Frame::kCommandFieldNumber < 16 && v1::Frame::kResponseFieldNumber < 16,
+              "one-byte tags");
+
+}  // namespace
+
 DecodeResult FrameDecoder::Next(v1::Frame& frame, v1::CommandEnvelope& command,
                                 bool& is_command) noexcept {
   is_command = false;
   std::span<const std::byte> body;
   const DecodeResult result = NextBody(body);
   if (result != DecodeResult::kFrame) return result;
-  // A Frame whose only field is `command`: its tag, the length, then exactly that many bytes.
-  using google::protobuf::internal::WireFormatLite;
-  constexpr std::uint32_t kCommandTag = WireFormatLite::MakeTag(
-      v1::Frame::kCommandFieldNumber, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
-  static_assert(kCommandTag < 0x80, "the command's tag is one byte");
-  const auto* p = reinterpret_cast<const std::uint8_t*>(body.data());
-  const auto* end = p + body.size();
-  if (*p++ == kCommandTag) {
-    std::uint32_t length = 0;
-    for (int shift = 0; p != end && shift < 28; shift += 7) {
-      const std::uint8_t byte = *p++;
-      length |= static_cast<std::uint32_t>(byte & 0x7f) << shift;
-      if (byte < 0x80) {
-        if (length == static_cast<std::size_t>(end - p) &&
-            internal::ParseCommandReusing({reinterpret_cast<const std::byte*>(p), length},
-                                          command)) {
-          is_command = true;
-          return DecodeResult::kFrame;
-        }
-        break;
-      }
+  if (const auto inner = SoleField(body, kSoleTag<v1::Frame::kCommandFieldNumber>);
+      inner && internal::ParseCommandReusing(*inner, command)) {
+    is_command = true;
+    return DecodeResult::kFrame;
+  }
+  return Parse(body, frame);
+}
+
+DecodeResult FrameDecoder::Next(v1::Frame& frame, v1::CommandResponseEnvelope& response,
+                                bool& is_response) noexcept {
+  is_response = false;
+  std::span<const std::byte> body;
+  const DecodeResult result = NextBody(body);
+  if (result != DecodeResult::kFrame) return result;
+  response.Clear();
+  if (const auto inner = SoleField(body, kSoleTag<v1::Frame::kResponseFieldNumber>); inner) {
+    if (internal::ParseResponse(*inner, response)) {
+      is_response = true;
+      return DecodeResult::kFrame;
     }
+    response.Clear();
   }
   return Parse(body, frame);
 }

@@ -89,8 +89,21 @@ bool ReadResponse(std::span<const std::byte> body, ResponseFacts& facts) {
 
 std::string CommandId(std::uint32_t run, std::uint16_t stream, std::uint16_t method,
                       std::uint64_t sequence) {
-  return absl::StrFormat("%08x-%04x-4%03x-8000-%012x", run, stream, method & 0xfff,
-                         sequence & 0xffffffffffffULL);
+  // "%08x-%04x-4%03x-8000-%012x", written digit by digit: the CommandClient loop makes one id
+  // per command, which a format call would make a visible part of what W1/W2 measure (the
+  // blocking clients patch the sequence digits of a ready frame instead).
+  std::string id = "00000000-0000-4000-8000-000000000000";
+  const auto hex = [&id](std::size_t at, int digits, std::uint64_t value) {
+    for (int i = digits - 1; i >= 0; --i) {
+      id[at + static_cast<std::size_t>(i)] = kHex[value & 0xf];
+      value >>= 4;
+    }
+  };
+  hex(0, 8, run);
+  hex(9, 4, stream);
+  hex(15, 3, method & 0xfff);
+  hex(24, 12, sequence);
+  return id;
 }
 
 namespace {

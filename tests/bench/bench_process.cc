@@ -78,6 +78,18 @@ bool ReadUntilEof(int fd, std::string& out, Clock::time_point until) {
   }
 }
 
+// This program's path, read once before any fork. Resolved rather than "/proc/self/exe" so that
+// a client profiled under valgrind (which answers readlink of it with the profiled program)
+// starts its servers natively.
+const std::string& SelfPath() {
+  static const std::string path = [] {
+    std::error_code error;
+    std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+    return error ? std::string("/proc/self/exe") : self.string();
+  }();
+  return path;
+}
+
 bool WriteAll(int fd, const char* data, std::size_t size) {
   while (size > 0) {
     const ssize_t n = write(fd, data, size);
@@ -155,7 +167,7 @@ absl::StatusOr<BenchChild> BenchChild::Spawn(std::vector<std::string> args,
     CPU_ZERO(&mask);
     CPU_SET(*cpu, &mask);
   }
-  args.insert(args.begin(), "/proc/self/exe");
+  args.insert(args.begin(), SelfPath());
   args.push_back(absl::StrCat("--port_fd=", kChildReportFd));
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());

@@ -243,9 +243,10 @@ TEST(FrameDecoder, NextBodyHandsOutRawBytes) {
 
 // --- The reusing command decoder: Next(frame, command, is_command) ------------------------------
 
-// A frame body holding `envelope_bytes` as its command, behind a length prefix.
-std::string CommandFrameBytes(const std::string& envelope_bytes) {
-  std::string body = "\x1a";  // Frame.command: field 3, length-delimited.
+// A frame holding `envelope_bytes` as its `tag` field (the command: field 3, length-delimited),
+// behind a length prefix.
+std::string CommandFrameBytes(const std::string& envelope_bytes, char tag = '\x1a') {
+  std::string body(1, tag);
   for (std::size_t n = envelope_bytes.size();; n >>= 7) {
     body.push_back(static_cast<char>((n & 0x7f) | (n >= 0x80 ? 0x80 : 0)));
     if (n < 0x80) break;
@@ -430,6 +431,160 @@ TEST(FrameDecoder, ReusingNextLeavesOtherFramesToTheFrame) {
     EXPECT_EQ(is_command, want.has_command() && want.command().metadata().empty());
     if (is_command) {
       EXPECT_TRUE(MessageDifferencer::Equals(reused, want.command()));
+    } else {
+      EXPECT_TRUE(MessageDifferencer::Equals(frame, want));
+    }
+  }
+}
+
+// --- The client's response decoder: Next(frame, response, is_response) --------------------------
+
+std::string ResponseFrameBytes(const std::string& envelope_bytes) {
+  return CommandFrameBytes(envelope_bytes, '\x22');  // Frame.response: field 4.
+}
+
+v1::CommandResponseEnvelope FullResponse(const std::string& command_id) {
+  v1::CommandResponseEnvelope response;
+  response.set_transaction_id("tx-0123456789abcdef0123");
+  response.set_command_id(command_id);
+  response.mutable_timestamp()->set_seconds(1'700'000'000);
+  response.mutable_timestamp()->set_nanos(123'456'789);
+  response.set_service_id("user-service");
+  response.set_type("users.v1.CreateUserReply");
+  response.set_version(2);
+  response.mutable_payload()->set_type_url("type.googleapis.com/users.v1.CreateUserReply");
+  response.mutable_payload()->set_value(std::string(38, '\x0a'));
+  response.set_id("0123456789abcdef-42");
+  response.set_status(v1::CommandResponseEnvelope::OK);
+  response.add_event_offsets(1'000'000'000'000);
+  response.add_event_offsets(1'000'000'000'001);
+  response.set_event_epoch(7);
+  return response;
+}
+
+std::vector<ReuseCase> ResponseCases() {
+  std::vector<ReuseCase> cases;
+  const auto add = [&](std::string name, const v1::CommandResponseEnvelope& response, bool fast) {
+    cases.push_back({std::move(name), ResponseFrameBytes(response.SerializeAsString()), fast});
+  };
+  add("full", FullResponse("00000000-0000-4000-8000-000000000001"), true);
+  v1::CommandResponseEnvelope sparse;
+  sparse.set_command_id("short");
+  sparse.set_status(v1::CommandResponseEnvelope::OK);
+  add("sparse", sparse, true);
+  add("empty", v1::CommandResponseEnvelope(), true);
+  v1::CommandResponseEnvelope empty_submessages = FullResponse("x");
+  empty_submessages.mutable_payload()->Clear();  // Present but empty: has_payload() stays true.
+  empty_submessages.mutable_timestamp()->Clear();
+  empty_submessages.clear_event_offsets();
+  add("empty submessages", empty_submessages, true);
+  v1::CommandResponseEnvelope negative = FullResponse("neg");
+  negative.set_version(-1);  // 10-byte varints.
+  negative.mutable_timestamp()->set_seconds(-5);
+  negative.mutable_timestamp()->set_nanos(-1);
+  negative.set_status(static_cast<v1::CommandResponseEnvelope::Status>(-3));  // An open enum.
+  add("negative numbers", negative, true);
+  v1::CommandResponseEnvelope unknown_status = FullResponse("future");
+  unknown_status.set_status(static_cast<v1::CommandResponseEnvelope::Status>(99));
+  add("status from a newer server", unknown_status, true);
+  v1::CommandResponseEnvelope unicode = FullResponse("ид-команды-✓");
+  unicode.set_service_id("Zoë");
+  add("unicode", unicode, true);
+  v1::CommandResponseEnvelope long_value = FullResponse("long");
+  long_value.mutable_payload()->set_value(std::string(20'000, 'v'));  // 3-byte lengths.
+  add("long payload", long_value, true);
+  v1::CommandResponseEnvelope many_offsets = FullResponse("many");
+  for (int i = 0; i < 300; ++i) many_offsets.add_event_offsets(static_cast<std::uint64_t>(i));
+  add("many offsets", many_offsets, true);
+  v1::CommandResponseEnvelope rejected = FullResponse("rejected");
+  rejected.set_status(v1::CommandResponseEnvelope::REJECTED);
+  rejected.mutable_error()->set_error_code("USER_EXISTS");
+  add("with an error", rejected, false);  // Rare: left to protobuf.
+
+  const std::string full = FullResponse("dup").SerializeAsString();
+  // A string field twice: the last one wins, as in protobuf.
+  cases.push_back({"repeated command id", ResponseFrameBytes(full + "\x12\x03two"), true});
+  // Offsets unpacked (one varint each) and a second packed run: protobuf appends them all.
+  cases.push_back(
+      {"unpacked offsets", ResponseFrameBytes(full + "\x58\x05\x58\x06\x5a\x02\x07\x08"), true});
+  // A packed run whose last varint runs past its end: protobuf refuses the frame.
+  cases.push_back({"broken packed offsets", ResponseFrameBytes(full + "\x5a\x01\x80"), false});
+  // A submessage twice: protobuf merges them; left to it.
+  cases.push_back({"repeated timestamp", ResponseFrameBytes(full + "\x1a\x02\x10\x07"), false});
+  cases.push_back({"repeated payload", ResponseFrameBytes(full + "\x3a\x02\x12\x00"), false});
+  // Unknown field 20 (varint): protobuf keeps it as an unknown field.
+  cases.push_back({"unknown field", ResponseFrameBytes(full + "\xa0\x01\x05"), false});
+  // Field 2 (a string) sent as a varint: an unknown field to protobuf.
+  cases.push_back({"wrong wire type", ResponseFrameBytes(full + "\x10\x01"), false});
+  // Field 10 (the status) sent length-delimited: the same.
+  cases.push_back({"status as bytes", ResponseFrameBytes(full + "\x52\x01\x01"), false});
+  // A fixed64 field: not a wire type this parser takes.
+  cases.push_back({"fixed64", ResponseFrameBytes(full + "\x61" + std::string(8, '\0')), false});
+  cases.push_back({"invalid utf-8", ResponseFrameBytes("\x12\x02\xc3\x28"), false});
+  cases.push_back({"invalid utf-8 in type_url", ResponseFrameBytes("\x3a\x03\x0a\x01\xff"), false});
+  cases.push_back({"binary value", ResponseFrameBytes("\x3a\x03\x12\x01\xff"), true});
+  cases.push_back({"truncated", ResponseFrameBytes("\x12\x09short"), false});
+  cases.push_back({"overlong varint",
+                   ResponseFrameBytes("\x50\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"), false});
+  {
+    std::string frame = ResponseFrameBytes(full).substr(4) + "\x2a\x00";  // Then a ping.
+    cases.push_back(
+        {"response then ping", Header(static_cast<std::uint32_t>(frame.size())) + frame, false});
+  }
+  // A command frame: not a response.
+  cases.push_back({"command", CommandFrameBytes(FullCommand("c").SerializeAsString()), false});
+  cases.push_back({"full last", ResponseFrameBytes(full), true});
+  return cases;
+}
+
+TEST(FrameDecoder, ResponseNextDecodesWhatNextDecodes) {
+  v1::CommandResponseEnvelope response;  // One message through every case, as the client does.
+  for (const ReuseCase& c : ResponseCases()) {
+    SCOPED_TRACE(c.name);
+    FrameDecoder plain;
+    plain.Feed(AsBytes(c.frame));
+    v1::Frame want;
+    const DecodeResult want_result = plain.Next(want);
+
+    FrameDecoder decoder;
+    decoder.Feed(AsBytes(c.frame));
+    v1::Frame frame;
+    bool is_response = !c.reusable;
+    const DecodeResult result = decoder.Next(frame, response, is_response);
+    ASSERT_EQ(result, want_result);
+    EXPECT_EQ(decoder.buffered(), 0u);
+    EXPECT_EQ(is_response, c.reusable);
+    if (result != DecodeResult::kFrame) {
+      EXPECT_EQ(decoder.error(), plain.error());
+      continue;
+    }
+    if (!is_response) {
+      EXPECT_TRUE(MessageDifferencer::Equals(frame, want));
+      EXPECT_EQ(response.ByteSizeLong(), 0u) << "left empty when the frame holds the result";
+      continue;
+    }
+    ASSERT_TRUE(want.has_response());
+    EXPECT_FALSE(frame.has_response());
+    EXPECT_TRUE(MessageDifferencer::Equals(response, want.response()))
+        << "got " << response.ShortDebugString() << "\nwant " << want.response().ShortDebugString();
+    EXPECT_EQ(response.has_timestamp(), want.response().has_timestamp());
+    EXPECT_EQ(response.has_payload(), want.response().has_payload());
+    EXPECT_EQ(response.SerializeAsString(), want.response().SerializeAsString());
+  }
+}
+
+TEST(FrameDecoder, ResponseNextLeavesOtherFramesToTheFrame) {
+  v1::CommandResponseEnvelope response;
+  for (const v1::Frame& want : OneFrameOfEachKind()) {
+    SCOPED_TRACE(want.ShortDebugString());
+    FrameDecoder decoder;
+    decoder.Feed(AsBytes(Encode({&want, 1})));
+    v1::Frame frame;
+    bool is_response = false;
+    ASSERT_EQ(decoder.Next(frame, response, is_response), DecodeResult::kFrame);
+    EXPECT_EQ(is_response, want.has_response() && !want.response().has_error());
+    if (is_response) {
+      EXPECT_TRUE(MessageDifferencer::Equals(response, want.response()));
     } else {
       EXPECT_TRUE(MessageDifferencer::Equals(frame, want));
     }

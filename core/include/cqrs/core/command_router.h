@@ -22,6 +22,7 @@
 #define CQRS_CORE_COMMAND_ROUTER_H_
 
 #include <atomic>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <string>
@@ -195,9 +196,15 @@ class CommandRouter {
                                                      absl::string_view& type) const;
   // Serializes `reply` onto the command's arena.
   static void KeepReply(const google::protobuf::Message& reply, CommandContext& ctx, Reply& out);
+  // A handler's (or interceptor's) exception as the command's INTERNAL status.
+  static absl::Status HandlerFailed(std::exception_ptr error, absl::string_view type);
   // Everything but the response itself: checks, interceptors and handler, deadline, event
   // append. Returns the outcome; `reply` and `receipt` are set only when it is OK.
   Awaitable<absl::Status> Execute(CommandContext& ctx, Reply& reply, AppendReceipt& receipt) const;
+  // After the handler chain returned `status`: the deadline check, then the event append.
+  // Returns the outcome; `reply` and `receipt` are kept only when it is OK.
+  absl::Status Settle(CommandContext& ctx, absl::Status status, Reply& reply,
+                      AppendReceipt& receipt) const;
   // What a response says about itself, fixed when the command starts: its id and time.
   struct Header {
     std::uint64_t number;  // The response id is "<prefix>-<number>".

@@ -149,12 +149,12 @@ class CommandClient : public std::enable_shared_from_this<CommandClient> {
     }
     co_return reply;
   }
-  // A serialized command on its way to the pending table.
-  struct Outgoing;
+  // A serialized command, from Send to its answer.
+  struct Pending;
   static Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> Transmit(
       Impl* impl, v1::CommandEnvelope* envelope, std::chrono::milliseconds wait);
   static Awaitable<absl::StatusOr<v1::CommandResponseEnvelope>> Enqueue(
-      Impl* impl, Outgoing* outgoing, std::chrono::milliseconds wait);
+      Impl* impl, Pending* pending, std::chrono::milliseconds wait);
   std::shared_ptr<Impl> impl_;
 };
 
