@@ -38,6 +38,7 @@ constexpr cqrs::net::FrameLimits kLimits{.max_frame_bytes = 64 * 1024};
 struct Outcome {
   DecodeResult result;
   std::string bytes;  // Deterministic serialization of the frame, for kFrame.
+  std::string error;  // decoder.error(), for the other results.
 };
 
 void Check(bool ok, const char* what) {
@@ -77,6 +78,7 @@ void DrainReusing(FrameDecoder& decoder, std::vector<Outcome>& out) {
       outcome.bytes = Deterministic(frame);
     } else {
       Check(!is_command, "an error is not a command");
+      outcome.error = decoder.error().ToString();
     }
     out.push_back(std::move(outcome));
     if (decoder.failed()) return;
@@ -103,6 +105,7 @@ void DrainResponses(FrameDecoder& decoder, std::vector<Outcome>& out) {
       outcome.bytes = Deterministic(frame);
     } else {
       Check(!is_response, "an error is not a response");
+      outcome.error = decoder.error().ToString();
     }
     out.push_back(std::move(outcome));
     if (decoder.failed()) return;
@@ -120,6 +123,7 @@ void Drain(FrameDecoder& decoder, std::vector<Outcome>& out, bool round_trip) {
       outcome.bytes = Deterministic(frame);
     } else {
       Check(!decoder.error().ok(), "an error result comes with an error status");
+      outcome.error = decoder.error().ToString();
     }
     out.push_back(std::move(outcome));
     if (decoder.failed()) return;
@@ -161,6 +165,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (std::size_t i = 0; i < whole.size(); ++i) {
     Check(whole[i].result == reusing[i].result, "the reusing decoder yields the same results");
     Check(whole[i].bytes == reusing[i].bytes, "the reusing decoder yields the same frames");
+    Check(whole[i].error == reusing[i].error, "the reusing decoder reports the same errors");
   }
 
   std::vector<Outcome> responses;
@@ -171,6 +176,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (std::size_t i = 0; i < whole.size(); ++i) {
     Check(whole[i].result == responses[i].result, "the response decoder yields the same results");
     Check(whole[i].bytes == responses[i].bytes, "the response decoder yields the same frames");
+    Check(whole[i].error == responses[i].error, "the response decoder reports the same errors");
   }
 
   std::vector<Outcome> split;

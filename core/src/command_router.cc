@@ -206,7 +206,10 @@ Awaitable<absl::Status> CommandRouter::Execute(CommandContext& ctx, Reply& reply
   const Entry* entry = nullptr;
   absl::string_view type;
   auto parsed = Prepare(ctx, entry, type);
-  if (!parsed.ok()) co_return std::move(parsed).status();
+  if (!parsed.ok()) {
+    ctx.DiscardStagedEvents();
+    co_return std::move(parsed).status();
+  }
   Invocation call{entry, &interceptors_, *parsed, &ctx, &reply};
   absl::Status status;
   try {
@@ -239,6 +242,7 @@ Awaitable<CommandStatus> CommandRouter::DispatchSerialized(CommandContext& ctx,
   absl::string_view command_type;
   if (auto parsed = Prepare(ctx, entry, command_type); !parsed.ok()) {
     status = std::move(parsed).status();
+    ctx.DiscardStagedEvents();
   } else {
     Invocation call{entry, &interceptors_, *parsed, &ctx, &reply};
     try {

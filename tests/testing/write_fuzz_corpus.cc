@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "cqrs/v1/gateway.pb.h"
 #include "testing/frames.h"
@@ -127,6 +128,42 @@ int main(int argc, char** argv) {
   Write(dir / "bad_then_good.bin", std::string(1, '\x10') + cqrs::testing::Header(0) +
                                        cqrs::testing::Header(3) + "\xff\xff\xff" +
                                        cqrs::testing::Encode({&frames[4], 1}));
+  // The shapes the hand-written parsers take (the frames above carry metadata and an error,
+  // which go to protobuf): a command as CommandClient::Send writes it and an OK response with a
+  // reply and event offsets, byte by byte and then together in chunks of 7.
+  cqrs::v1::Frame command;
+  {
+    cqrs::v1::CommandEnvelope& c = *command.mutable_command();
+    c.set_id("0b5c0a8e-8f7e-4d7e-9b1a-3c2d1e0f9a8b");
+    c.mutable_timestamp()->set_seconds(1'764'000'000);
+    c.mutable_timestamp()->set_nanos(5);
+    c.set_service_id("cqrs_bench");
+    c.set_type("users.v1.CreateUser");
+    c.set_subject("user-42");
+    c.mutable_payload()->set_type_url("type.googleapis.com/users.v1.CreateUser");
+    c.mutable_payload()->set_value(std::string("\x0a\x03u42\x12\x03Bob", 10));
+    c.mutable_deadline()->set_seconds(1'764'000'030);
+  }
+  cqrs::v1::Frame ok;
+  {
+    cqrs::v1::CommandResponseEnvelope& r = *ok.mutable_response();
+    r.set_command_id("0b5c0a8e-8f7e-4d7e-9b1a-3c2d1e0f9a8b");
+    r.mutable_timestamp()->set_seconds(1'764'000'000);
+    r.mutable_timestamp()->set_nanos(7);
+    r.set_service_id("user-service");
+    r.set_type("users.v1.CreateUserReply");
+    r.mutable_payload()->set_type_url("type.googleapis.com/users.v1.CreateUserReply");
+    r.mutable_payload()->set_value(std::string("\x0a\x03u42", 5));
+    r.set_id("4f3c2b1a00000000-17");
+    r.set_status(cqrs::v1::CommandResponseEnvelope::OK);
+    r.add_event_offsets(300);
+    r.add_event_offsets(301);
+    r.set_event_epoch(1ULL << 40);
+  }
+  Write(dir / "plain_command.bin", std::string(1, '\0') + cqrs::testing::Encode({&command, 1}));
+  Write(dir / "ok_response.bin", std::string(1, '\0') + cqrs::testing::Encode({&ok, 1}));
+  const std::vector<cqrs::v1::Frame> plain = {command, ok, command, ok};
+  Write(dir / "plain_mix.bin", std::string(1, '\x30') + cqrs::testing::Encode(plain));
   std::cout << "wrote " << dir << "\n";
   WriteGatewayMessageCorpus(argv[1]);
   return 0;

@@ -79,9 +79,10 @@ class FrameDecoder {
   // Next's (other frames, odd encodings and every error go through Next's parse).
   DecodeResult Next(v1::Frame& frame, v1::CommandEnvelope& command, bool& is_command) noexcept;
   // Like Next, but a frame that holds only a response (as servers send them) is parsed into
-  // `response` (cleared first) by a single-purpose parser, and `is_response` is set. The outcome
-  // is exactly Next's (other frames, error responses, odd encodings and every error go through
-  // Next's parse into `frame`; `response` is then left empty).
+  // `response` by a single-purpose parser, and `is_response` is set. The outcome is exactly
+  // Next's (other frames, error responses, odd encodings and malformed bodies go through Next's
+  // parse into `frame`). Whenever a frame is taken out, `response` is cleared first (and stays
+  // empty unless `is_response`); on kNeedMore, kEmpty and kTooLarge it is left as it was.
   DecodeResult Next(v1::Frame& frame, v1::CommandResponseEnvelope& response,
                     bool& is_response) noexcept;
   // Like Next, but hands out the frame's body bytes without parsing them. The span stays valid
