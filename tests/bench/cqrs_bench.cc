@@ -50,6 +50,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "bench_asio_floor.h"
 #include "bench_link.h"
 #include "bench_process.h"
 #include "bench_ws.h"
@@ -90,6 +91,9 @@ ABSL_FLAG(bool, echo, false,
           "Internal: run the floor's blocking echo server (needs --request_bytes and "
           "--response_bytes).");
 ABSL_FLAG(int, threads, 0, "Internal (--serve): server event-loop threads; 0: one per core.");
+ABSL_FLAG(bool, asio_echo, false,
+          "Internal: run W1's Asio floor server (--echo's answers from an Asio event loop; needs "
+          "--request_bytes and --response_bytes).");
 ABSL_FLAG(int, port_fd, -1, "Internal (--serve, --echo): where to report the port.");
 ABSL_FLAG(int, request_bytes, 0, "Internal (--echo): size of one request frame.");
 ABSL_FLAG(int, response_bytes, 0, "Internal (--echo): size of one response frame.");
@@ -364,6 +368,28 @@ absl::Status RunW1(bool split, int round_trips, int warmup) {
   (*floor)->Run(1, static_cast<std::uint64_t>(warmup), CountedRunDeadline(), floor_warm, false);
   if (auto status = Failed(floor_warm, "floor warm-up"); !status.ok()) return status;
 
+  // The Asio floor: the same ping-pong with an Asio event loop on the server side, the client
+  // side, and both (bench_asio_floor.h).
+  auto asio_echo =
+      BenchChild::Spawn({"--asio_echo", absl::StrCat("--request_bytes=", request_bytes),
+                         absl::StrCat("--response_bytes=", response_bytes)},
+                        server_cpu);
+  if (!asio_echo.ok()) return asio_echo.status();
+  auto to_asio_server = BlockingLink::Connect(asio_echo->port(), Peer::kFloor, command, run, 3);
+  if (!to_asio_server.ok()) return to_asio_server.status();
+  auto asio_to_floor = AsioPingPong::Connect(echo->port(), request_bytes, response_bytes);
+  if (!asio_to_floor.ok()) return asio_to_floor.status();
+  auto asio_to_asio = AsioPingPong::Connect(asio_echo->port(), request_bytes, response_bytes);
+  if (!asio_to_asio.ok()) return asio_to_asio.status();
+  {
+    const auto warm_count = static_cast<std::uint64_t>(std::max(warmup, 1));
+    LoadResult warm_asio;
+    (*to_asio_server)->Run(1, warm_count, CountedRunDeadline(), warm_asio, false);
+    (*asio_to_floor)->Run(warm_count, warm_asio, false);
+    (*asio_to_asio)->Run(warm_count, warm_asio, false);
+    if (auto status = Failed(warm_asio, "Asio floor warm-up"); !status.ok()) return status;
+  }
+
   asio::io_context io(1);
   auto clients = MakeClients(io, server->port(), 1);
   CcSlice cc;
@@ -375,6 +401,9 @@ absl::Status RunW1(bool split, int round_trips, int warmup) {
 
   LoadResult floor_result;
   LoadResult blocking_result;
+  LoadResult asio_server_result;  // Blocking client, Asio server.
+  LoadResult asio_client_result;  // Asio client, blocking server.
+  LoadResult asio_both_result;    // Asio on both sides.
   std::uint64_t floor_cpu_ns = 0;
   std::uint64_t blocking_cpu_ns = 0;
   std::uint64_t cc_cpu_ns = 0;
@@ -387,6 +416,9 @@ absl::Status RunW1(bool split, int round_trips, int warmup) {
             [&] { (*blocking)->Run(1, n, CountedRunDeadline(), blocking_result); });
     WithCpu(*server, cc_cpu_ns,
             [&] { RunCommandClients(cc, clients, 1, n, std::chrono::seconds(120)); });
+    (*to_asio_server)->Run(1, n, CountedRunDeadline(), asio_server_result);
+    (*asio_to_floor)->Run(n, asio_client_result);
+    (*asio_to_asio)->Run(n, asio_both_result);
     if (!floor_result.error.empty() || !blocking_result.error.empty() || !cc.result.error.empty()) {
       break;
     }
@@ -396,13 +428,20 @@ absl::Status RunW1(bool split, int round_trips, int warmup) {
   ok_answers += cc.result.answered - cc.result.failed;
   floor->reset();
   blocking->reset();
+  to_asio_server->reset();
+  asio_to_floor->reset();
+  asio_to_asio->reset();
   (void)echo->Stop();
+  (void)asio_echo->Stop();
   if (auto status = PinCallingThread(std::nullopt); !status.ok()) return status;
   for (auto* r : {&floor_result, &blocking_result, &cc.result}) {
     const char* what = r == &floor_result      ? "floor"
                        : r == &blocking_result ? "blocking client"
                                                : "CommandClient";
     if (auto status = Failed(*r, what); !status.ok()) return status;
+  }
+  for (auto* r : {&asio_server_result, &asio_client_result, &asio_both_result}) {
+    if (auto status = Failed(*r, "Asio floor"); !status.ok()) return status;
   }
   auto events = StopServer(*server, ok_answers);
   if (!events.ok()) return events.status();
@@ -416,13 +455,16 @@ absl::Status RunW1(bool split, int round_trips, int warmup) {
   const double b50 = PercentileMicros(blocking_result.rtt_ns, 50);
   const double b99 = PercentileMicros(blocking_result.rtt_ns, 99);
   const double b999 = PercentileMicros(blocking_result.rtt_ns, 99.9);
+  const double a50 = PercentileMicros(asio_both_result.rtt_ns, 50);
   absl::PrintF(
       "W1 pin=%s rtt_p50_us=%s rtt_p99_us=%s rtt_p999_us=%s rps=%s floor_p50_us=%s "
       "floor_p99_us=%s p50_vs_floor=%s p99_vs_floor=%s floor_p999_us=%s floor_rps=%s "
       "blocking_p50_us=%s blocking_p99_us=%s blocking_p999_us=%s blocking_rps=%s "
       "blocking_p50_vs_floor=%s blocking_p99_vs_floor=%s round_trips=%d request_bytes=%zu "
       "response_bytes=%zu server_events=%llu server_cpu_us_per_cmd=%s "
-      "blocking_server_cpu_us_per_cmd=%s floor_server_cpu_us_per_cmd=%s counting_sink=%d\n",
+      "blocking_server_cpu_us_per_cmd=%s floor_server_cpu_us_per_cmd=%s counting_sink=%d "
+      "asio_server_p50_us=%s asio_client_p50_us=%s asio_floor_p50_us=%s asio_floor_p99_us=%s "
+      "asio_floor_vs_floor=%s p50_vs_asio_floor=%s\n",
       split ? "split" : "same", Us(p50), Us(p99), Us(p999),
       Rate(cc.result.answered / Seconds(cc.result.busy)), Us(f50), Us(f99), Ratio(p50 / f50),
       Ratio(p99 / f99), Us(f999), Rate(floor_result.answered / Seconds(floor_result.busy)), Us(b50),
@@ -430,7 +472,10 @@ absl::Status RunW1(bool split, int round_trips, int warmup) {
       Ratio(b50 / f50), Ratio(b99 / f99), round_trips, request_bytes, response_bytes,
       static_cast<unsigned long long>(events->events), CpuPerCommand(cc_cpu_ns, cc.result),
       CpuPerCommand(blocking_cpu_ns, blocking_result), CpuPerCommand(floor_cpu_ns, floor_result),
-      absl::GetFlag(FLAGS_counting_sink) ? 1 : 0);
+      absl::GetFlag(FLAGS_counting_sink) ? 1 : 0,
+      Us(PercentileMicros(asio_server_result.rtt_ns, 50)),
+      Us(PercentileMicros(asio_client_result.rtt_ns, 50)), Us(a50),
+      Us(PercentileMicros(asio_both_result.rtt_ns, 99)), Ratio(a50 / f50), Ratio(p50 / a50));
   std::fflush(stdout);
   return absl::OkStatus();
 }
@@ -1107,6 +1152,12 @@ int Main(int argc, char** argv) {
     return ServeMain(static_cast<unsigned>(threads),
                      static_cast<unsigned>(gateway_threads < 0 ? threads : gateway_threads),
                      absl::GetFlag(FLAGS_counting_sink), fd < 0 ? 1 : fd);
+  }
+  if (absl::GetFlag(FLAGS_asio_echo)) {
+    const int fd = absl::GetFlag(FLAGS_port_fd);
+    return AsioEchoMain(static_cast<std::size_t>(std::max(0, absl::GetFlag(FLAGS_request_bytes))),
+                        static_cast<std::size_t>(std::max(0, absl::GetFlag(FLAGS_response_bytes))),
+                        fd < 0 ? 1 : fd);
   }
   if (absl::GetFlag(FLAGS_echo)) {
     const int fd = absl::GetFlag(FLAGS_port_fd);

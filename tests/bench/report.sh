@@ -39,8 +39,11 @@ for name, kv in runs:
     if name == "W1":
         label = "W1 pin=" + kv.get("pin", "?")
         rows.append((label, f"p50 {num(kv,'rtt_p50_us','{:.1f}')} µs, p99 {num(kv,'rtt_p99_us','{:.1f}')} µs",
-                     f"p50 {num(kv,'floor_p50_us','{:.1f}')} µs, p99 {num(kv,'floor_p99_us','{:.1f}')} µs",
-                     f"p50 {num(kv,'p50_vs_floor','{:.2f}')}×, p99 {num(kv,'p99_vs_floor','{:.2f}')}×",
+                     f"p50 {num(kv,'floor_p50_us','{:.1f}')} µs, p99 {num(kv,'floor_p99_us','{:.1f}')} µs; "
+                     f"Asio on both ends p50 {num(kv,'asio_floor_p50_us','{:.1f}')} µs "
+                     f"({num(kv,'asio_floor_vs_floor','{:.2f}')}×)",
+                     f"p50 {num(kv,'p50_vs_floor','{:.2f}')}×, p99 {num(kv,'p99_vs_floor','{:.2f}')}×; "
+                     f"p50 {num(kv,'p50_vs_asio_floor','{:.2f}')}× the Asio floor",
                      "p50 ≤ 1.1×, p99 ≤ 1.2×" if kv.get("pin") == "split" else "(software cost; no target)"))
         plot.append((label.replace(" ", "\\n"), kv.get("rtt_p50_us"), kv.get("rtt_p99_us"),
                      kv.get("floor_p50_us"), kv.get("floor_p99_us")))
