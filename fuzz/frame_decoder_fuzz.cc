@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cqrs/net/frame_codec.h"
@@ -60,24 +61,31 @@ void CheckRoundTrip(const cqrs::v1::Frame& frame) {
   Check(decoder.buffered() == 0, "re-encoded frame leaves no bytes behind");
 }
 
-// Property 4: decodes the whole stream through the reusing path.
-void DrainReusing(FrameDecoder& decoder, std::vector<Outcome>& out) {
-  cqrs::v1::CommandEnvelope reused;  // Kept across frames: leftovers must never show.
+// Properties 4 and 5: decodes the whole stream through a specialized Next, which parses the
+// frames it takes (a command, a response) into `Message`, kept across frames as a session or a
+// client keeps it: leftovers must never show. `mutable_kind` puts such a message back into its
+// frame for the comparison.
+template <typename Message>
+void DrainSpecialized(FrameDecoder& decoder, std::vector<Outcome>& out,
+                      Message* (cqrs::v1::Frame::*mutable_kind)()) {
+  Message kept;
   for (;;) {
     cqrs::v1::Frame frame;
-    bool is_command = false;
-    const DecodeResult result = decoder.Next(frame, reused, is_command);
+    bool taken = false;
+    const DecodeResult result = decoder.Next(frame, kept, taken);
     if (result == DecodeResult::kNeedMore) return;
     Outcome outcome{result, {}};
     if (result == DecodeResult::kFrame) {
-      if (is_command) {
+      if (taken) {
         Check(frame.kind_case() == cqrs::v1::Frame::KIND_NOT_SET,
-              "a reused command leaves the frame untouched");
-        *frame.mutable_command() = reused;
+              "a frame the specialized parser took leaves the frame untouched");
+        *(frame.*mutable_kind)() = kept;
+      } else if constexpr (std::is_same_v<Message, cqrs::v1::CommandResponseEnvelope>) {
+        Check(kept.ByteSizeLong() == 0, "a frame for protobuf leaves the response empty");
       }
       outcome.bytes = Deterministic(frame);
     } else {
-      Check(!is_command, "an error is not a command");
+      Check(!taken, "an error is not a parsed frame");
       outcome.error = decoder.error().ToString();
     }
     out.push_back(std::move(outcome));
@@ -85,30 +93,18 @@ void DrainReusing(FrameDecoder& decoder, std::vector<Outcome>& out) {
   }
 }
 
-// Property 5: decodes the whole stream through the response path.
-void DrainResponses(FrameDecoder& decoder, std::vector<Outcome>& out) {
-  cqrs::v1::CommandResponseEnvelope response;  // Kept across frames, as the client keeps it.
-  for (;;) {
-    cqrs::v1::Frame frame;
-    bool is_response = false;
-    const DecodeResult result = decoder.Next(frame, response, is_response);
-    if (result == DecodeResult::kNeedMore) return;
-    Outcome outcome{result, {}};
-    if (result == DecodeResult::kFrame) {
-      if (is_response) {
-        Check(frame.kind_case() == cqrs::v1::Frame::KIND_NOT_SET,
-              "a parsed response leaves the frame untouched");
-        *frame.mutable_response() = response;
-      } else {
-        Check(response.ByteSizeLong() == 0, "a frame for protobuf leaves the response empty");
-      }
-      outcome.bytes = Deterministic(frame);
-    } else {
-      Check(!is_response, "an error is not a response");
-      outcome.error = decoder.error().ToString();
-    }
-    out.push_back(std::move(outcome));
-    if (decoder.failed()) return;
+// Aborts unless `other` has exactly the one-shot outcomes: results, frames and errors.
+void CheckSameOutcomes(const std::vector<Outcome>& whole, const std::vector<Outcome>& other,
+                       const char* decoder) {
+  const char* differs = whole.size() != other.size() ? "as many results" : nullptr;
+  for (std::size_t i = 0; differs == nullptr && i < whole.size(); ++i) {
+    if (whole[i].result != other[i].result) differs = "the same results";
+    if (whole[i].bytes != other[i].bytes) differs = "the same frames";
+    if (whole[i].error != other[i].error) differs = "the same errors";
+  }
+  if (differs != nullptr) {
+    std::fprintf(stderr, "property violated: %s does not yield %s\n", decoder, differs);
+    std::abort();
   }
 }
 
@@ -160,24 +156,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::vector<Outcome> reusing;
   FrameDecoder reusing_decoder(kLimits);
   reusing_decoder.Feed({stream, length});
-  DrainReusing(reusing_decoder, reusing);
-  Check(whole.size() == reusing.size(), "the reusing decoder yields as many results");
-  for (std::size_t i = 0; i < whole.size(); ++i) {
-    Check(whole[i].result == reusing[i].result, "the reusing decoder yields the same results");
-    Check(whole[i].bytes == reusing[i].bytes, "the reusing decoder yields the same frames");
-    Check(whole[i].error == reusing[i].error, "the reusing decoder reports the same errors");
-  }
+  DrainSpecialized(reusing_decoder, reusing, &cqrs::v1::Frame::mutable_command);
+  CheckSameOutcomes(whole, reusing, "the reusing command decoder");
 
   std::vector<Outcome> responses;
   FrameDecoder response_decoder(kLimits);
   response_decoder.Feed({stream, length});
-  DrainResponses(response_decoder, responses);
-  Check(whole.size() == responses.size(), "the response decoder yields as many results");
-  for (std::size_t i = 0; i < whole.size(); ++i) {
-    Check(whole[i].result == responses[i].result, "the response decoder yields the same results");
-    Check(whole[i].bytes == responses[i].bytes, "the response decoder yields the same frames");
-    Check(whole[i].error == responses[i].error, "the response decoder reports the same errors");
-  }
+  DrainSpecialized(response_decoder, responses, &cqrs::v1::Frame::mutable_response);
+  CheckSameOutcomes(whole, responses, "the response decoder");
 
   std::vector<Outcome> split;
   FrameDecoder pieces(kLimits);

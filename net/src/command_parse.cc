@@ -234,6 +234,23 @@ bool ParseCommandReusing(std::span<const std::byte> bytes, v1::CommandEnvelope& 
   return true;
 }
 
+namespace {
+
+// The response's string fields, by field number (the other entries are null).
+using Response = v1::CommandResponseEnvelope;
+constexpr std::array<std::string* (Response::*)(), 16> ResponseStrings() {
+  std::array<std::string* (Response::*)(), 16> fields{};
+  fields[Response::kTransactionIdFieldNumber] = &Response::mutable_transaction_id;
+  fields[Response::kCommandIdFieldNumber] = &Response::mutable_command_id;
+  fields[Response::kServiceIdFieldNumber] = &Response::mutable_service_id;
+  fields[Response::kTypeFieldNumber] = &Response::mutable_type;
+  fields[Response::kIdFieldNumber] = &Response::mutable_id;
+  return fields;
+}
+constexpr std::array<std::string* (Response::*)(), 16> kResponseStrings = ResponseStrings();
+
+}  // namespace
+
 bool ParseResponse(std::span<const std::byte> bytes,
                    v1::CommandResponseEnvelope& response) noexcept {
   using Fields = v1::CommandResponseEnvelope;
@@ -270,22 +287,11 @@ bool ParseResponse(std::span<const std::byte> bytes,
       continue;
     }
     if ((tag & 7) != kDelimited || !in.Delimited(begin, end)) return false;
+    if (const auto mutable_string = kResponseStrings[field]; mutable_string != nullptr) {
+      if (!AssignUtf8(*(response.*mutable_string)(), begin, end)) return false;
+      continue;  // Twice: the last one wins, as in protobuf.
+    }
     switch (field) {
-      case Fields::kTransactionIdFieldNumber:
-        if (!AssignUtf8(*response.mutable_transaction_id(), begin, end)) return false;
-        break;
-      case Fields::kCommandIdFieldNumber:
-        if (!AssignUtf8(*response.mutable_command_id(), begin, end)) return false;
-        break;
-      case Fields::kServiceIdFieldNumber:
-        if (!AssignUtf8(*response.mutable_service_id(), begin, end)) return false;
-        break;
-      case Fields::kTypeFieldNumber:
-        if (!AssignUtf8(*response.mutable_type(), begin, end)) return false;
-        break;
-      case Fields::kIdFieldNumber:
-        if (!AssignUtf8(*response.mutable_id(), begin, end)) return false;
-        break;
       case Fields::kTimestampFieldNumber:
         // Twice: protobuf merges the two; left to it.
         if (timestamp || !ParseTimestamp(Reader(begin, end), *response.mutable_timestamp())) {
